@@ -33,8 +33,8 @@ namespace mixtape {
   do {                                                                                                     \
     const cublasStatus_t mixtape_status_ = (expr);                                                        \
     if (mixtape_status_ != CUBLAS_STATUS_SUCCESS) {                                                        \
-      throw ::mixtape::CudaError(::mixtape::detail::concat(#expr " failed: ", cublasGetStatusName(mixtape_status_), \
-                                                           " (", cublasGetStatusString(mixtape_status_), ")"),   \
+      throw ::mixtape::CudaError(::mixtape::detail::concat(#expr " failed: ", cublasLtGetStatusName(mixtape_status_), \
+                                                           " (", cublasLtGetStatusString(mixtape_status_), ")"),   \
                                  static_cast<int>(mixtape_status_), __FILE__, __LINE__);                 \
     }                                                                                                      \
   } while (0)
@@ -94,7 +94,9 @@ class ExecutionContext {
   void set_rng_offset(std::uint64_t offset) noexcept { state_->rng_offset = offset; }
   /// Reserves `count` counters and returns the first: each draw uses a disjoint counter range, so
   /// its values depend on (seed, offset, index) only, never on the launch shape.
-  std::uint64_t reserve_rng(std::uint64_t count) noexcept {
+  /// Const like allocator(): ops take the context by const reference and advance the shared state
+  /// behind the handle (the offset is part of the stream's state, not of the handle).
+  std::uint64_t reserve_rng(std::uint64_t count) const noexcept {
     const std::uint64_t first = state_->rng_offset;
     state_->rng_offset += count;
     return first;

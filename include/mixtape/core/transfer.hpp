@@ -133,6 +133,7 @@ inline void copy(const ExecutionContext& ctx, const TensorRef& src, const Tensor
                                            static_cast<std::size_t>(bytes), ctx.stream()));
   }
 #else
+  (void)ctx;
   MIXTAPE_THROW(BackendError, "copy between ", src.device(), " and ", dst.device(),
                 " needs the CUDA runtime; mixtape was built without it");
 #endif
