@@ -1,0 +1,49 @@
+/// @file convert_bits.hpp
+/// @brief `detail::convert_bits`, the one conversion routine every public entry point calls: CUDA
+///        instructions on the device where they give the same bits, the portable code elsewhere.
+///
+/// Why a separate header: the portable code (bit_convert.hpp) must not depend on CUDA, and the
+/// device fast paths (cuda_intrinsics.hpp) are built on it, so the choice between the two sits
+/// above both.
+#pragma once
+
+#include <cstdint>
+
+#include "mixtape/config.hpp"
+#include "mixtape/numeric/detail/bit_convert.hpp"
+#include "mixtape/numeric/rounding.hpp"
+
+#if defined(__CUDACC__)
+#include "mixtape/numeric/detail/cuda_intrinsics.hpp"
+#endif
+
+namespace mixtape::detail {
+
+/// Converts the encoding `x` of format `From` to format `To` by the rules of rounding.hpp.
+/// On the device, CUDA's conversion instruction where one gives the same bits as
+/// convert_bits_portable (see cuda_intrinsics.hpp); everywhere else, and during constant
+/// evaluation, convert_bits_portable itself. Only the `__CUDA_ARCH__` branch differs between a
+/// `.cpp` and a `.cu` unit, so the host code has one definition in every unit (design.md, ODR).
+/// @tparam To    destination BinaryFormat
+/// @tparam From  source BinaryFormat
+/// @tparam R     rounding mode
+/// @param random the stochastic-rounding word (ignored by the nearest-even modes)
+template <class To, class From, Rounding R>
+MIXTAPE_HOST_DEVICE constexpr typename To::storage_type convert_bits(typename From::storage_type x,
+                                                                     std::uint32_t random) noexcept {
+#if MIXTAPE_DEVICE_CODE && !defined(MIXTAPE_NUMERIC_NO_CUDA_INTRINSICS)
+  if constexpr (cuda::kHasFastPath<To, From, R>) {
+    if (!__builtin_is_constant_evaluated()) return cuda::convert_fast<To, From, R>(x, random);
+  }
+#endif
+  return convert_bits_portable<To, From, R>(x, random);
+}
+
+/// Exact widening of an encoding to f32 bits (every format here widens to f32 exactly).
+/// @tparam From  source BinaryFormat
+template <class From>
+MIXTAPE_HOST_DEVICE constexpr std::uint32_t widen_to_f32_bits(typename From::storage_type x) noexcept {
+  return convert_bits<F32Format, From, Rounding::nearest_even>(x, 0);
+}
+
+}  // namespace mixtape::detail
