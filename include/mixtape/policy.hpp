@@ -22,6 +22,7 @@
 /// See docs/precision.md for how every mode of the reference maps onto roles.
 #pragma once
 
+#include "mixtape/policy/describe.hpp"
 #include "mixtape/policy/memory_model.hpp"
 #include "mixtape/policy/presets.hpp"
 #include "mixtape/policy/registry.hpp"
