@@ -1,0 +1,111 @@
+// Tape semantics: assign-then-accumulate, parameter sinks across micro-batches, gradient-ready
+// hooks, saved-tensor versions, no-grad scope, arena reuse and the errors of misuse.
+#include "autograd_test_util.hpp"
+
+using namespace mixtape;
+using namespace mixtape::autograd;
+
+namespace {
+const ExecutionContext& host() {
+  static auto ctx = ExecutionContext::host();
+  return ctx;
+}
+}  // namespace
+
+TEST_CASE("a value used twice accumulates; the first write assigns", "[autograd][tape]") {
+  Tape tape(host());
+  auto xt = atest::random_tensor<double>(host(), {3, 4});
+  auto x = leaf(tape, xt);
+  auto y = add(tape, mul(tape, x, x), x);  // dy/dx = 2x + 1
+  backward(tape, sum(tape, y));
+  const auto g = grad(tape, x);
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 4; ++j) CHECK(g.at({i, j}) == 2 * xt.at({i, j}) + 1);
+  CHECK(tape.node_count() == 3);  // mul, add, sum
+}
+
+TEST_CASE("parameter gradients go to the sink and accumulate across micro-batches", "[autograd][tape]") {
+  auto w = atest::random_tensor<double>(host(), {5});
+  auto gbuf = Tensor<double>::empty(host(), {5});
+  kernels::fill(host(), gbuf, 12345.0);  // stale contents: the first write must not read them
+  GradSink sink{gbuf, false, {}};
+  int ready = 0;
+  sink.on_ready = [&] { ++ready; };
+  Tape tape(host());
+  for (int micro = 0; micro < 3; ++micro) {
+    auto p = parameter(tape, w, sink);
+    auto x = constant(atest::random_tensor<double>(host(), {5}));
+    auto l = sum(tape, add(tape, mul(tape, p, x), p));  // uses p twice: dl/dp = x + 1
+    backward(tape, l);
+    CHECK(ready == micro + 1);  // once per backward, after the last use
+    tape.clear();
+  }
+  // Three micro-batches of (x + 1): the sum of the three x plus 3.
+  for (int i = 0; i < 5; ++i) CHECK(std::abs(gbuf.at({i})) < 3 * 2 + 3 + 1e-12);
+  sink.has_data = false;  // the optimizer's zero_grad: no memset, the next write assigns
+  auto p = parameter(tape, w, sink);
+  backward(tape, sum(tape, p));
+  for (int i = 0; i < 5; ++i) CHECK(gbuf.at({i}) == 1.0);
+}
+
+TEST_CASE("a saved tensor modified in place is caught at backward", "[autograd][tape]") {
+  Tape tape(host());
+  auto a = leaf(tape, atest::random_tensor<double>(host(), {4}));
+  auto b = leaf(tape, atest::random_tensor<double>(host(), {4}));
+  auto l = sum(tape, mul(tape, a, b));
+  b.value().storage()->bump_version();  // what an in-place op does
+  CHECK_THROWS_AS(backward(tape, l), ValueError);
+  tape.clear();
+  auto l2 = sum(tape, mul(tape, leaf(tape, a.value()), constant(b.value())));
+  CHECK_NOTHROW(backward(tape, l2));
+}
+
+TEST_CASE("no-grad scope records nothing; values still compute", "[autograd][tape]") {
+  Tape tape(host());
+  auto x = leaf(tape, atest::random_tensor<double>(host(), {3}));
+  {
+    NoGradGuard guard(tape);
+    auto y = mul(tape, x, x);
+    CHECK_FALSE(y.requires_grad());
+    CHECK(tape.node_count() == 0);
+    CHECK(y.value().at({1}) == x.value().at({1}) * x.value().at({1}));
+  }
+  CHECK(tape.recording());
+  CHECK(mul(tape, x, x).requires_grad());
+}
+
+TEST_CASE("recording the same step again reuses the arena", "[autograd][tape]") {
+  Tape tape(host());
+  auto xt = atest::random_tensor<float>(host(), {8});
+  auto step = [&] {
+    auto x = leaf(tape, xt);
+    Var<float> y = x;
+    for (int i = 0; i < 200; ++i) y = add(tape, y, x);
+    backward(tape, sum(tape, y));
+    const auto g = grad(tape, x);
+    CHECK(g.at({0}) == 201.0f);
+    tape.clear();
+  };
+  step();
+  const auto capacity = tape.arena().capacity();
+  step();
+  CHECK(tape.arena().capacity() == capacity);
+}
+
+TEST_CASE("misuse gives clear errors", "[autograd][tape]") {
+  Tape tape(host());
+  auto a = leaf(tape, atest::random_tensor<double>(host(), {2, 3}));
+  auto b = leaf(tape, atest::random_tensor<double>(host(), {3, 2}));
+  CHECK_THROWS_WITH(add(tape, a, b), Catch::Contains("shapes must match, expected (2, 3), got (3, 2)"));
+  CHECK_THROWS_WITH(backward(tape, a), Catch::Contains("expected a one-element loss, got shape (2, 3)"));
+  auto l = sum(tape, a);
+  backward(tape, l);
+  CHECK_THROWS_WITH(backward(tape, l), Catch::Contains("already ran on this recording"));
+  CHECK_THROWS_WITH(grad(tape, b), Catch::Contains("no gradient reached this value"));
+  auto c = constant(atest::random_tensor<double>(host(), {1}));
+  tape.clear();
+  CHECK_THROWS_WITH(backward(tape, c), Catch::Contains("does not require grad"));
+  CHECK_THROWS_AS(split_last(tape, a, 2), ShapeError);
+  GradSink wrong{Tensor<double>::empty(host(), {4}), false, {}};
+  CHECK_THROWS_AS(parameter(tape, a.value(), wrong), ShapeError);
+}
