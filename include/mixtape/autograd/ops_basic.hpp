@@ -23,9 +23,9 @@
 
 namespace mixtape::autograd {
 
-/// A floating-point element type that can carry gradients.
+/// An element type that can carry gradients (FP8 values get theirs through their high-precision source).
 template <class T>
-concept FloatElement = std::same_as<T, double> || std::same_as<T, float> || std::same_as<T, f16> || std::same_as<T, bf16>;
+concept GradElement = std::same_as<T, double> || std::same_as<T, float> || std::same_as<T, f16> || std::same_as<T, bf16>;
 
 /// The type sums and means of T produce: double for f64, float otherwise.
 template <class T>
@@ -120,7 +120,7 @@ Tensor<T> out_grad(const Tape& tape, const Node& node, int i = 0) {
   return tape.grad_ref(node.outputs[i]).template as<T>();
 }
 
-template <FloatElement T>
+template <GradElement T>
 struct AddNode final : Node {
   double sign_b;
   explicit AddNode(double s) : sign_b(s) {}
@@ -132,7 +132,7 @@ struct AddNode final : Node {
   }
 };
 
-template <FloatElement T>
+template <GradElement T>
 struct MulNode final : Node {
   SavedTensor a, b;
   MulNode(const Tensor<T>& a_, const Tensor<T>& b_) : a(a_), b(b_) {}
@@ -144,7 +144,7 @@ struct MulNode final : Node {
   }
 };
 
-template <FloatElement T>
+template <GradElement T>
 struct ScaleNode final : Node {
   double alpha;
   explicit ScaleNode(double a) : alpha(a) {}
@@ -152,7 +152,7 @@ struct ScaleNode final : Node {
   void backward(Tape& tape) override { emit(tape, inputs[0], kernels::ScaleBy{alpha}, out_grad<T>(tape, *this)); }
 };
 
-template <FloatElement T>
+template <GradElement T>
 struct SumNode final : Node {
   Shape in_shape;
   double factor;  // 1 for sum, 1/n for mean
@@ -164,7 +164,7 @@ struct SumNode final : Node {
   }
 };
 
-template <FloatElement T>
+template <GradElement T>
 struct ViewNode final : Node {
   Shape in_shape;
   bool is_reshape;
@@ -177,7 +177,7 @@ struct ViewNode final : Node {
   }
 };
 
-template <FloatElement T>
+template <GradElement T>
 struct SplitLastNode final : Node {
   const char* name() const noexcept override { return "split_last"; }
   void backward(Tape& tape) override {
@@ -203,7 +203,7 @@ struct SplitLastNode final : Node {
   }
 };
 
-template <FloatElement T>
+template <GradElement T>
 struct ConcatLastNode final : Node {
   std::int64_t widths[Node::kMaxInputs];
   const char* name() const noexcept override { return "concat_last"; }
@@ -217,7 +217,7 @@ struct ConcatLastNode final : Node {
   }
 };
 
-template <FloatElement To, FloatElement From>
+template <GradElement To, GradElement From>
 struct CastNode final : Node {
   const char* name() const noexcept override { return "cast"; }
   void backward(Tape& tape) override { emit(tape, inputs[0], kernels::Identity{}, out_grad<To>(tape, *this)); }
@@ -226,7 +226,7 @@ struct CastNode final : Node {
 }  // namespace nodes
 
 /// y = a + b (same shape).
-template <FloatElement T>
+template <GradElement T>
 Var<T> add(Tape& tape, const Var<T>& a, const Var<T>& b) {
   autograd::detail::expect_same("add", a.value(), b.value());
   auto y = autograd::detail::make_output<T>(tape, a.shape(), a.device(), a.requires_grad() || b.requires_grad());
@@ -236,7 +236,7 @@ Var<T> add(Tape& tape, const Var<T>& a, const Var<T>& b) {
 }
 
 /// y = a - b (same shape).
-template <FloatElement T>
+template <GradElement T>
 Var<T> sub(Tape& tape, const Var<T>& a, const Var<T>& b) {
   autograd::detail::expect_same("sub", a.value(), b.value());
   auto y = autograd::detail::make_output<T>(tape, a.shape(), a.device(), a.requires_grad() || b.requires_grad());
@@ -246,7 +246,7 @@ Var<T> sub(Tape& tape, const Var<T>& a, const Var<T>& b) {
 }
 
 /// y = a * b, element-wise (same shape).
-template <FloatElement T>
+template <GradElement T>
 Var<T> mul(Tape& tape, const Var<T>& a, const Var<T>& b) {
   autograd::detail::expect_same("mul", a.value(), b.value());
   auto y = autograd::detail::make_output<T>(tape, a.shape(), a.device(), a.requires_grad() || b.requires_grad());
@@ -257,7 +257,7 @@ Var<T> mul(Tape& tape, const Var<T>& a, const Var<T>& b) {
 }
 
 /// y = alpha * a.
-template <FloatElement T>
+template <GradElement T>
 Var<T> scale(Tape& tape, const Var<T>& a, double alpha) {
   auto y = autograd::detail::make_output<T>(tape, a.shape(), a.device(), a.requires_grad());
   kernels::map(tape.ctx(), kernels::ScaleBy{alpha}, y.value(), a.value());
@@ -266,7 +266,7 @@ Var<T> scale(Tape& tape, const Var<T>& a, double alpha) {
 }
 
 /// The sum of all elements, a one-element tensor in f32 (f64 for f64 inputs).
-template <FloatElement T>
+template <GradElement T>
 Var<sum_t<T>> sum(Tape& tape, const Var<T>& a) {
   auto y = autograd::detail::make_output<sum_t<T>>(tape, Shape{1}, a.device(), a.requires_grad());
   kernels::sum(tape.ctx(), a.value(), y.value());
@@ -275,7 +275,7 @@ Var<sum_t<T>> sum(Tape& tape, const Var<T>& a) {
 }
 
 /// The mean of all elements (f32, or f64 for f64 inputs).
-template <FloatElement T>
+template <GradElement T>
 Var<sum_t<T>> mean(Tape& tape, const Var<T>& a) {
   MIXTAPE_EXPECT(a.value().numel() > 0, ShapeError, "mean: expected a non-empty tensor, got shape ", a.shape());
   const double inv_n = 1.0 / static_cast<double>(a.value().numel());
@@ -287,7 +287,7 @@ Var<sum_t<T>> mean(Tape& tape, const Var<T>& a) {
 }
 
 /// The same elements with another shape (a view when `a` is contiguous, else a copy).
-template <FloatElement T>
+template <GradElement T>
 Var<T> reshape(Tape& tape, const Var<T>& a, const Shape& shape) {
   const Tensor<T> src = a.value().is_contiguous() ? a.value() : kernels::contiguous(tape.ctx(), a.value());
   Var<T> y(src.reshape(shape), a.requires_grad() && tape.recording()
@@ -298,7 +298,7 @@ Var<T> reshape(Tape& tape, const Var<T>& a, const Shape& shape) {
 }
 
 /// Dimensions `d0` and `d1` swapped: a view, no copy.
-template <FloatElement T>
+template <GradElement T>
 Var<T> transpose(Tape& tape, const Var<T>& a, int d0 = -2, int d1 = -1) {
   const Tensor<T> t = a.value().transposed(d0, d1);
   Var<T> y(t, a.requires_grad() && tape.recording() ? tape.new_slot(t.shape(), dtype_v<T>, a.device()) : -1);
@@ -308,7 +308,7 @@ Var<T> transpose(Tape& tape, const Var<T>& a, int d0 = -2, int d1 = -1) {
 
 /// `parts` equal views along the last dimension (q, k, v of a fused projection). One node with
 /// `parts` outputs; parts that nothing uses contribute zeros.
-template <FloatElement T>
+template <GradElement T>
 std::vector<Var<T>> split_last(Tape& tape, const Var<T>& a, int parts) {
   MIXTAPE_EXPECT(parts >= 1 && parts <= Node::kMaxOutputs, ValueError, "split_last: expected 1..", Node::kMaxOutputs,
                  " parts, got ", parts);
@@ -325,7 +325,7 @@ std::vector<Var<T>> split_last(Tape& tape, const Var<T>& a, int parts) {
 }
 
 /// Concatenation along the last dimension (all other extents equal).
-template <FloatElement T>
+template <GradElement T>
 Var<T> concat_last(Tape& tape, std::span<const Var<T>> parts) {
   MIXTAPE_EXPECT(!parts.empty() && parts.size() <= Node::kMaxInputs, ValueError, "concat_last: expected 1..",
                  Node::kMaxInputs, " parts, got ", parts.size());
@@ -362,7 +362,7 @@ Var<T> concat_last(Tape& tape, std::span<const Var<T>> parts) {
 
 /// The explicit cast at a boundary between policies (e.g. a bf16 block feeding an f32 head):
 /// forward rounds to nearest-even, backward casts the gradient back.
-template <FloatElement To, FloatElement From>
+template <GradElement To, GradElement From>
 Var<To> cast(Tape& tape, const Var<From>& a) {
   auto y = autograd::detail::make_output<To>(tape, a.shape(), a.device(), a.requires_grad());
   kernels::convert(tape.ctx(), a.value(), y.value());
