@@ -16,6 +16,7 @@
 #include "mixtape/core/tensor.hpp"
 #include "mixtape/core/thread_pool.hpp"
 #include "mixtape/core/transfer.hpp"
+#include "mixtape/io/markov.hpp"
 #include "mixtape/kernels/kernels.hpp"
 #include "mixtape/numeric/numeric.hpp"
 #include "mixtape/policy.hpp"
