@@ -2,6 +2,8 @@
 // against the allocator's counters, mixed policies, tying, frozen parameters, initialisation.
 #include <catch2/catch.hpp>
 
+#include <cstring>
+
 #include "mixtape/nn/init.hpp"
 #include "mixtape/nn/module.hpp"
 
@@ -142,4 +144,21 @@ TEST_CASE("store misuse is refused with the name", "[nn][parameters]") {
   store.allocate(ctx);
   CHECK_THROWS_AS(store.add(spec_for<precision::f32_true>("c", {2}, Init::zeros(), false, false)), ValueError);
   CHECK_THROWS_AS(store.allocate(ctx), ValueError);
+}
+
+TEST_CASE("flat buffers start zeroed, padding included", "[nn][parameters]") {
+  auto ctx = ExecutionContext::host();
+  ParameterStore store;
+  Toy<precision::bf16_mixed> toy(ModuleScope{store, "t"}, 5, 3);  // 15 + 3 elements: padded views
+  for (int i = 0; i < 8; ++i) {  // leave dirty freed blocks of the sizes the store will ask for
+    auto dirty = Tensor<std::uint8_t>::empty(ctx, {64 + 32 * i});
+    std::memset(dirty.data(), 0xFF, static_cast<std::size_t>(dirty.nbytes()));
+  }
+  store.allocate(ctx);
+  for (const auto& b : store.buffers()) {
+    const auto* bytes = static_cast<const unsigned char*>(b.data.data());
+    std::int64_t nonzero = 0;
+    for (std::int64_t i = 0; i < b.data.nbytes(); ++i) nonzero += bytes[i] != 0;
+    CHECK(nonzero == 0);
+  }
 }

@@ -139,6 +139,27 @@ inline void copy(const ExecutionContext& ctx, const TensorRef& src, const Tensor
 #endif
 }
 
+/// Sets every byte of a contiguous view to zero (+0 in every element format), on the context's
+/// stream: no kernel needed, so it works from any translation unit.
+inline void zero_bytes(const ExecutionContext& ctx, const TensorRef& t) {
+  detail::expect_defined("zero_bytes", t);
+  MIXTAPE_EXPECT(t.is_contiguous(), ShapeError, "zero_bytes: expected a contiguous view, got shape ", t.shape(),
+                 " with strides");
+  if (t.numel() == 0) return;
+  if (t.device().is_cpu()) {
+    std::memset(t.data(), 0, static_cast<std::size_t>(t.nbytes()));
+    return;
+  }
+#if defined(MIXTAPE_WITH_CUDA)
+  MIXTAPE_EXPECT(t.device() == ctx.device(), DeviceError, "zero_bytes: expected a context on ", t.device(),
+                 ", got one on ", ctx.device());
+  MIXTAPE_CUDA_CHECK(cudaMemsetAsync(t.data(), 0, static_cast<std::size_t>(t.nbytes()), ctx.stream()));
+#else
+  (void)ctx;
+  MIXTAPE_THROW(BackendError, "zero_bytes on ", t.device(), " needs the CUDA runtime; mixtape was built without it");
+#endif
+}
+
 /// A contiguous copy of `src` on `device`.
 template <Element T>
 Tensor<T> to_device(const ExecutionContext& ctx, const Tensor<T>& src, Device device,

@@ -24,6 +24,7 @@
 
 #include "mixtape/autograd/tape.hpp"
 #include "mixtape/core/tensor.hpp"
+#include "mixtape/core/transfer.hpp"
 #include "mixtape/policy.hpp"
 
 namespace mixtape::nn {
@@ -193,6 +194,9 @@ class ParameterStore {
                                     return {};
                                   }
                                 })});
+      // Whole-buffer passes (unscale, grad norm, clipping) also read the alignment padding between
+      // views, which nothing else writes: it must hold zeros, not stale memory.
+      zero_bytes(ctx, buffers_.back().data);
     }
     for (std::size_t i = 0; i < params_.size(); ++i) {
       Parameter& p = *params_[i];
