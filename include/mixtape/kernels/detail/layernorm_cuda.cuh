@@ -1,0 +1,156 @@
+/// @file layernorm_cuda.cuh
+/// @brief CUDA LayerNorm (only in `.cu` units): forward and input gradient with a warp per row
+///        (C <= 2048) or a block per row, 16-byte packs when every operand allows; dgamma and dbeta
+///        through the deterministic column reduction (broadcast_cuda.cuh).
+///
+/// The formulas are layernorm_host.hpp's. Each thread sums a fixed strided subset of a row in
+/// order and the group combines the partial sums by a fixed tree (row_group_cuda.cuh), so results
+/// are the same on every run; they differ from the host's only by the summation order (the tests'
+/// tolerances cover it). Rows are re-read from L1/L2 per pass rather than held in registers,
+/// which keeps any C on one code path.
+#pragma once
+
+#if !defined(__CUDACC__)
+#error "layernorm_cuda.cuh is for .cu translation units"
+#endif
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "mixtape/core/error.hpp"
+#include "mixtape/core/execution_context.hpp"
+#include "mixtape/kernels/detail/broadcast_cuda.cuh"
+#include "mixtape/kernels/detail/layernorm_host.hpp"
+#include "mixtape/kernels/detail/row_group_cuda.cuh"
+
+namespace mixtape::kernels::detail {
+MIXTAPE_BACKEND_BEGIN
+namespace gpu {
+
+template <int G, int P, class A, class In, class W, class Out, class S>
+__global__ void __launch_bounds__(kRowThreads)
+    layernorm_forward_kernel(std::int64_t rows, std::int64_t cols, A eps, const In* x, const W* gamma, const W* beta,
+                             Out* y, S* mean, S* rstd) {
+  using RG = RowGroup<G>;
+  __shared__ A smem[RG::kWarps];
+  for (std::int64_t row = RG::first_row(); row < rows; row += RG::row_stride()) {
+    const In* xr = x + row * cols;
+    A s = 0;
+    for (std::int64_t c = static_cast<std::int64_t>(RG::rank()) * P; c < cols; c += G * P) {
+      A v[P];
+      load_row_pack<P>(xr + c, v);
+#pragma unroll
+      for (int k = 0; k < P; ++k) s += v[k];
+    }
+    const A m = RG::reduce(s, Plus{}, smem) / static_cast<A>(cols);
+    A q = 0;
+    for (std::int64_t c = static_cast<std::int64_t>(RG::rank()) * P; c < cols; c += G * P) {
+      A v[P];
+      load_row_pack<P>(xr + c, v);
+#pragma unroll
+      for (int k = 0; k < P; ++k) {
+        const A dev = v[k] - m;
+        q += dev * dev;
+      }
+    }
+    const A var = RG::reduce(q, Plus{}, smem) / static_cast<A>(cols);
+    const A rs = inverse_sqrt<A>(var + eps);
+    Out* yr = y + row * cols;
+    for (std::int64_t c = static_cast<std::int64_t>(RG::rank()) * P; c < cols; c += G * P) {
+      A v[P], g[P], b[P];
+      load_row_pack<P>(xr + c, v);
+      load_row_pack<P>(gamma + c, g);
+      load_row_pack<P>(beta + c, b);
+#pragma unroll
+      for (int k = 0; k < P; ++k) v[k] = (v[k] - m) * rs * g[k] + b[k];
+      store_row_pack<P>(yr + c, v);
+    }
+    if (RG::rank() == 0) {
+      mean[row] = cast<S>(m);
+      rstd[row] = cast<S>(rs);
+    }
+  }
+}
+
+template <int G, int P, class A, class In, class W, class S, class GT, class DX>
+__global__ void __launch_bounds__(kRowThreads)
+    layernorm_backward_dx_kernel(std::int64_t rows, std::int64_t cols, const In* x, const W* gamma, const S* mean,
+                                 const S* rstd, const GT* dy, DX* dx, bool accumulate) {
+  using RG = RowGroup<G>;
+  __shared__ A smem[RG::kWarps];
+  for (std::int64_t row = RG::first_row(); row < rows; row += RG::row_stride()) {
+    const std::int64_t base = row * cols;
+    const A m = to_acc<A>(mean[row]);
+    const A rs = to_acc<A>(rstd[row]);
+    A s1 = 0, s2 = 0;
+    for (std::int64_t c = static_cast<std::int64_t>(RG::rank()) * P; c < cols; c += G * P) {
+      A v[P], d[P], g[P];
+      load_row_pack<P>(x + base + c, v);
+      load_row_pack<P>(dy + base + c, d);
+      load_row_pack<P>(gamma + c, g);
+#pragma unroll
+      for (int k = 0; k < P; ++k) {
+        const A xhat = (v[k] - m) * rs;
+        const A dxhat = d[k] * g[k];
+        s1 += dxhat;
+        s2 += dxhat * xhat;
+      }
+    }
+    const A mean1 = RG::reduce(s1, Plus{}, smem) / static_cast<A>(cols);
+    const A mean2 = RG::reduce(s2, Plus{}, smem) / static_cast<A>(cols);
+    for (std::int64_t c = static_cast<std::int64_t>(RG::rank()) * P; c < cols; c += G * P) {
+      A v[P], d[P], g[P];
+      load_row_pack<P>(x + base + c, v);
+      load_row_pack<P>(dy + base + c, d);
+      load_row_pack<P>(gamma + c, g);
+#pragma unroll
+      for (int k = 0; k < P; ++k) {
+        const A xhat = (v[k] - m) * rs;
+        v[k] = (d[k] * g[k] - (xhat * mean2 + mean1)) * rs;
+      }
+      if (accumulate) {
+        A old[P];
+        load_row_pack<P>(dx + base + c, old);
+#pragma unroll
+        for (int k = 0; k < P; ++k) v[k] = old[k] + v[k];
+      }
+      store_row_pack<P>(dx + base + c, v);
+    }
+  }
+}
+
+template <class A, class In, class W, class Out, class S>
+void layernorm_forward(const ExecutionContext& ctx, const In* x, const W* gamma, const W* beta, Out* y, S* mean,
+                       S* rstd, std::int64_t rows, std::int64_t cols, A eps) {
+  if (rows == 0) return;
+  DeviceScope scope(ctx.device().index());
+  constexpr int P = kPackOf<In, W, Out>;
+  const bool packable = rows_packable<P>(cols, x, gamma, beta, y);
+  launch_rows<P>(rows, cols, packable, [&]<int G, int PP>(unsigned grid) {
+    layernorm_forward_kernel<G, PP, A><<<grid, kRowThreads, 0, ctx.stream()>>>(rows, cols, eps, x, gamma, beta, y,
+                                                                              mean, rstd);
+  });
+}
+
+template <class A, class In, class W, class S, class GT, class DX, class DW>
+void layernorm_backward(const ExecutionContext& ctx, const In* x, const W* gamma, const S* mean, const S* rstd,
+                        const GT* dy, DX* dx, DW* dgamma, DW* dbeta, std::int64_t rows, std::int64_t cols,
+                        bool accumulate_dx, bool accumulate_params) {
+  if (cols == 0) return;
+  DeviceScope scope(ctx.device().index());
+  if (rows > 0) {
+    constexpr int P = kPackOf<In, W, GT, DX>;
+    const bool packable = rows_packable<P>(cols, x, gamma, dy, dx);
+    launch_rows<P>(rows, cols, packable, [&]<int G, int PP>(unsigned grid) {
+      layernorm_backward_dx_kernel<G, PP, A><<<grid, kRowThreads, 0, ctx.stream()>>>(rows, cols, x, gamma, mean, rstd,
+                                                                                    dy, dx, accumulate_dx);
+    });
+  }
+  const LayerNormParamTerm<A, In, GT, S> term{x, dy, mean, rstd, cols};
+  column_reduce(ctx, term, rows, cols, ColumnOutputs<DW, 2>{{dgamma, dbeta}}, accumulate_params);
+}
+
+}  // namespace gpu
+MIXTAPE_BACKEND_END
+}  // namespace mixtape::kernels::detail

@@ -1,0 +1,143 @@
+/// @file layernorm.hpp
+/// @brief LayerNorm over the last dimension (PyTorch's `F.layer_norm(x, (C,), gamma, beta, eps)`),
+///        forward and backward, on both backends.
+///
+/// Forward writes y in the output type (the compute type: f32 under mixed policies, whose
+/// autocast runs LayerNorm in f32; or the matmul's input type, fusing the cast) and saves mean and
+/// rstd per row in a statistics type (f32, f64 for f64 models). Backward gives dx and the
+/// parameter gradients dgamma, dbeta. Everything is computed in `compute_t` of the operands (float
+/// for f16 / bf16 / f32, double with an f64 operand); formulas in detail/layernorm_host.hpp.
+///
+/// Determinism: row statistics are fixed-order reductions; dgamma and dbeta are reduced over the
+/// rows in fixed chunks, then across chunks in a second pass (no atomics), with the same bits on
+/// host and CUDA when the builds do not contract (detail/broadcast_host.hpp).
+///
+/// Operands are dense row-major views (ShapeError otherwise).
+///
+/// @code
+///   kernels::layernorm_forward(ctx, x, ln_w, ln_b, h, mean, rstd, 1e-5);      // x (B, T, C) -> h
+///   kernels::layernorm_backward(ctx, x, ln_w, mean, rstd, dh, dx, dw, db,
+///                               /*accumulate_dx=*/true, /*accumulate_params=*/false);
+/// @endcode
+#pragma once
+
+#include <cstdint>
+
+#include "mixtape/config.hpp"
+#include "mixtape/core/execution_context.hpp"
+#include "mixtape/core/tensor.hpp"
+#include "mixtape/kernels/detail/broadcast_host.hpp"
+#include "mixtape/kernels/detail/layernorm_host.hpp"
+#include "mixtape/kernels/detail/model_checks.hpp"
+#include "mixtape/kernels/detail/scalar.hpp"
+#include "mixtape/kernels/elementwise.hpp"
+
+#if MIXTAPE_HAS_KERNELS
+#include "mixtape/kernels/detail/layernorm_cuda.cuh"
+#endif
+
+namespace mixtape::kernels {
+
+MIXTAPE_BACKEND_BEGIN
+
+/// y = (x - mean) * rstd * gamma + beta over the last dimension, with mean and rstd saved.
+/// @tparam In   x's element type
+/// @tparam W    gamma's and beta's element type (the parameter type)
+/// @tparam Out  y's element type
+/// @tparam S    the statistics' element type (float or double)
+/// @param x      (..., C)
+/// @param gamma  (C)
+/// @param beta   (C)
+/// @param y      x's shape, not overlapping x (x's rows are read in three passes)
+/// @param mean   x's leading shape (...), one per row
+/// @param rstd   x's leading shape, 1 / sqrt(var + eps) per row (population variance)
+/// @param eps    added to the variance (PyTorch's default 1e-5), rounded to the compute type
+/// @throws ShapeError for mismatched or strided operands; DeviceError, BackendError as usual.
+template <FloatElement In, FloatElement W, FloatElement Out, StatElement S>
+void layernorm_forward(const ExecutionContext& ctx, const Tensor<In>& x, const Tensor<W>& gamma, const Tensor<W>& beta,
+                       const Tensor<Out>& y, const Tensor<S>& mean, const Tensor<S>& rstd, double eps = 1e-5) {
+  constexpr const char* kOp = "layernorm_forward";
+  using A = compute_t<In, W>;
+  detail::expect_dense_all(kOp, ctx, {{"x", &x}, {"gamma", &gamma}, {"beta", &beta}, {"y", &y}, {"mean", &mean},
+                                     {"rstd", &rstd}});
+  const auto rs = detail::row_shape(kOp, "x", x);
+  detail::expect_shape(kOp, "gamma", gamma, Shape{rs.cols});
+  detail::expect_shape(kOp, "beta", beta, Shape{rs.cols});
+  detail::expect_shape(kOp, "y", y, x.shape());
+  detail::expect_shape(kOp, "mean", mean, detail::leading_shape(x));
+  detail::expect_shape(kOp, "rstd", rstd, detail::leading_shape(x));
+  MIXTAPE_EXPECT(rs.cols > 0 || rs.rows == 0, ShapeError, kOp, ": expected a last dimension of at least 1, got shape ",
+                 x.shape());
+  MIXTAPE_EXPECT(!detail::overlaps(y, x), ValueError, kOp,
+                 ": expected y not to overlap x (x is read in three passes)");
+  MIXTAPE_EXPECT(eps >= 0, ValueError, kOp, ": expected eps >= 0, got ", eps);
+  if (ctx.is_cuda()) {
+#if MIXTAPE_HAS_KERNELS
+    detail::gpu::layernorm_forward<A>(ctx, x.data(), gamma.data(), beta.data(), y.data(), mean.data(), rstd.data(),
+                                      rs.rows, rs.cols, static_cast<A>(eps));
+#else
+    detail::throw_needs_cu(kOp, ctx.device());
+#endif
+  } else {
+    detail::layernorm_forward_host<A>(ctx.pool(), x.data(), gamma.data(), beta.data(), y.data(), mean.data(),
+                                      rstd.data(), rs.rows, rs.cols, static_cast<A>(eps));
+  }
+  y.storage()->bump_version();
+  mean.storage()->bump_version();
+  rstd.storage()->bump_version();
+}
+
+/// Gradients of layernorm_forward: dx from dy through the normalisation, dgamma = sum over rows
+/// of dy * xhat, dbeta = sum over rows of dy.
+/// @tparam In  x's element type (the forward input)
+/// @tparam W   gamma's element type
+/// @tparam S   the saved statistics' element type
+/// @tparam G   dy's element type
+/// @tparam DX  dx's element type
+/// @tparam DW  dgamma's and dbeta's element type (the parameter-gradient type)
+/// @param x, gamma, mean, rstd  the forward's operands and saved statistics
+/// @param dy      x's shape
+/// @param dx      x's shape; written (accumulate_dx = false) or added to (true); must not overlap
+///                dy (dy is read in two passes)
+/// @param dgamma  (C); written or added to per accumulate_params
+/// @param dbeta   (C); likewise
+template <FloatElement In, FloatElement W, StatElement S, FloatElement G, FloatElement DX, FloatElement DW>
+void layernorm_backward(const ExecutionContext& ctx, const Tensor<In>& x, const Tensor<W>& gamma, const Tensor<S>& mean,
+                        const Tensor<S>& rstd, const Tensor<G>& dy, const Tensor<DX>& dx, const Tensor<DW>& dgamma,
+                        const Tensor<DW>& dbeta, bool accumulate_dx, bool accumulate_params) {
+  constexpr const char* kOp = "layernorm_backward";
+  using A = compute_t<In, W, G>;
+  detail::expect_dense_all(kOp, ctx, {{"x", &x}, {"gamma", &gamma}, {"mean", &mean}, {"rstd", &rstd}, {"dy", &dy},
+                                     {"dx", &dx}, {"dgamma", &dgamma}, {"dbeta", &dbeta}});
+  const auto rs = detail::row_shape(kOp, "x", x);
+  detail::expect_shape(kOp, "gamma", gamma, Shape{rs.cols});
+  detail::expect_shape(kOp, "mean", mean, detail::leading_shape(x));
+  detail::expect_shape(kOp, "rstd", rstd, detail::leading_shape(x));
+  detail::expect_shape(kOp, "dy", dy, x.shape());
+  detail::expect_shape(kOp, "dx", dx, x.shape());
+  detail::expect_shape(kOp, "dgamma", dgamma, Shape{rs.cols});
+  detail::expect_shape(kOp, "dbeta", dbeta, Shape{rs.cols});
+  MIXTAPE_EXPECT(!detail::overlaps(dx, dy), ValueError, kOp,
+                 ": expected dx not to overlap dy (dy is read twice per row)");
+  if (ctx.is_cuda()) {
+#if MIXTAPE_HAS_KERNELS
+    detail::gpu::layernorm_backward<A>(ctx, x.data(), gamma.data(), mean.data(), rstd.data(), dy.data(), dx.data(),
+                                       dgamma.data(), dbeta.data(), rs.rows, rs.cols, accumulate_dx, accumulate_params);
+#else
+    detail::throw_needs_cu(kOp, ctx.device());
+#endif
+  } else {
+    detail::layernorm_backward_dx_host<A>(ctx.pool(), x.data(), gamma.data(), mean.data(), rstd.data(), dy.data(),
+                                          dx.data(), rs.rows, rs.cols, accumulate_dx);
+    const detail::LayerNormParamTerm<A, In, G, S> term{x.data(), dy.data(), mean.data(), rstd.data(), rs.cols};
+    detail::column_reduce_host(ctx.pool(), term, rs.rows, rs.cols, detail::ColumnOutputs<DW, 2>{{dgamma.data(), dbeta.data()}},
+                               accumulate_params);
+  }
+  dx.storage()->bump_version();
+  dgamma.storage()->bump_version();
+  dbeta.storage()->bump_version();
+}
+
+MIXTAPE_BACKEND_END
+
+}  // namespace mixtape::kernels
