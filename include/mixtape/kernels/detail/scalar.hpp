@@ -106,8 +106,13 @@ MIXTAPE_HOST_DEVICE constexpr To float_to_int(A x) noexcept {
   constexpr double lo = std::is_signed_v<To> ? -static_cast<double>(std::uint64_t{1} << (8 * sizeof(To) - 1)) : 0.0;
   constexpr double hi_excl = std::is_signed_v<To> ? static_cast<double>(std::uint64_t{1} << (8 * sizeof(To) - 1))
                                                   : 2.0 * static_cast<double>(std::uint64_t{1} << (8 * sizeof(To) - 1));
-  if (d <= lo) return static_cast<To>(std::numeric_limits<To>::min());
-  if (d >= hi_excl) return static_cast<To>(std::numeric_limits<To>::max());
+  // The limits from bit patterns: device code may not call std::numeric_limits' host functions.
+  using U = std::make_unsigned_t<To>;
+  constexpr U kAllOnes = static_cast<U>(~U{0});
+  constexpr To kHighest = static_cast<To>(std::is_signed_v<To> ? static_cast<U>(kAllOnes >> 1) : kAllOnes);
+  constexpr To kLowest = std::is_signed_v<To> ? static_cast<To>(-kHighest - 1) : To{0};
+  if (d <= lo) return kLowest;
+  if (d >= hi_excl) return kHighest;
   return static_cast<To>(d);  // in range: truncates toward zero
 }
 
