@@ -1,0 +1,159 @@
+// The model ops' backward passes against central differences in f64, and their mixed-type forms
+// (bf16 activations with f32 parameter gradients) against the f64 tape.
+#include "autograd_test_util.hpp"
+
+#include <map>
+#include <string>
+
+#include "mixtape/autograd/gradcheck.hpp"
+#include "mixtape/autograd/ops_linear.hpp"
+
+using namespace mixtape;
+using namespace mixtape::autograd;
+
+namespace {
+const ExecutionContext& host() {
+  static auto ctx = ExecutionContext::host();
+  return ctx;
+}
+Var<double> readout(Tape& t, const Var<double>& y) {
+  static std::map<std::string, Tensor<double>> weights;
+  auto& w = weights[y.shape().to_string()];
+  if (!w.defined()) w = atest::random_tensor<double>(host(), y.shape());
+  return sum(t, mul(t, y, constant(w)));
+}
+void require_passed(const GradCheckReport& r) {
+  INFO(r.describe());
+  REQUIRE(r.checked > 0);
+  REQUIRE(r.passed());
+}
+Tensor<std::int32_t> random_ids(std::int64_t n, std::int32_t v) {
+  auto t = Tensor<std::int32_t>::empty(host(), {n});
+  std::uniform_int_distribution<std::int32_t> u(0, v - 1);
+  for (std::int64_t i = 0; i < n; ++i) t.data()[i] = u(atest::rng());
+  return t;
+}
+}  // namespace
+
+TEST_CASE("add_bias and add_positional: central differences", "[autograd][gradcheck][nn]") {
+  std::vector inputs{atest::random_tensor<double>(host(), {2, 3, 5}), atest::random_tensor<double>(host(), {5}),
+                     atest::random_tensor<double>(host(), {3, 5})};
+  require_passed(check_gradients(host(), inputs, [](Tape& t, std::vector<Var<double>>& x) {
+    return readout(t, add_positional(t, add_bias(t, x[0], x[1]), x[2]));
+  }));
+}
+
+TEST_CASE("gelu: central differences", "[autograd][gradcheck][nn]") {
+  std::vector inputs{atest::random_tensor<double>(host(), {4, 9}, -4, 4)};
+  require_passed(check_gradients(host(), inputs, [](Tape& t, std::vector<Var<double>>& x) {
+    return readout(t, gelu<double>(t, x[0]));
+  }));
+}
+
+TEST_CASE("layer_norm: central differences for x, gamma and beta", "[autograd][gradcheck][nn]") {
+  std::vector inputs{atest::random_tensor<double>(host(), {3, 4, 7}), atest::random_tensor<double>(host(), {7}, 0.5, 1.5),
+                     atest::random_tensor<double>(host(), {7})};
+  require_passed(check_gradients(host(), inputs, [](Tape& t, std::vector<Var<double>>& x) {
+    return readout(t, layer_norm<double>(t, x[0], x[1], x[2], 1e-5));
+  }));
+}
+
+TEST_CASE("softmax (scaled, causal): central differences", "[autograd][gradcheck][nn]") {
+  std::vector inputs{atest::random_tensor<double>(host(), {2, 5, 5})};
+  require_passed(check_gradients(host(), inputs, [](Tape& t, std::vector<Var<double>>& x) {
+    return readout(t, softmax<double>(t, x[0], 0.7, kernels::SoftmaxMask::causal));
+  }));
+  require_passed(check_gradients(host(), {atest::random_tensor<double>(host(), {3, 6})}, [](Tape& t, std::vector<Var<double>>& x) {
+    return readout(t, softmax<double>(t, x[0]));
+  }));
+}
+
+TEST_CASE("embedding with repeated ids: central differences", "[autograd][gradcheck][nn]") {
+  const auto ids = random_ids(13, 5);  // 13 lookups into 5 rows: repeats accumulate
+  std::vector inputs{atest::random_tensor<double>(host(), {5, 4})};
+  require_passed(check_gradients(host(), inputs, [&](Tape& t, std::vector<Var<double>>& x) {
+    return readout(t, embedding<double>(t, ids, x[0]));
+  }));
+}
+
+TEST_CASE("cross_entropy and mse: central differences", "[autograd][gradcheck][nn]") {
+  const auto targets = random_ids(6, 11);
+  std::vector inputs{atest::random_tensor<double>(host(), {6, 11}, -3, 3)};
+  require_passed(check_gradients(host(), inputs, [&](Tape& t, std::vector<Var<double>>& x) {
+    return cross_entropy(t, x[0], targets);
+  }));
+  const auto y = atest::random_tensor<double>(host(), {4, 3});
+  require_passed(check_gradients(host(), {atest::random_tensor<double>(host(), {4, 3})}, [&](Tape& t, std::vector<Var<double>>& x) {
+    return mse(t, x[0], y);
+  }));
+}
+
+TEST_CASE("a small bf16-mixed chain: f32 parameter gradients close to the f64 tape", "[autograd][precision][nn]") {
+  // x (f32 residual) -> LayerNorm (bf16 out, f32 stats, f32 gamma/beta grads) -> GELU (bf16) ->
+  // cast f32 -> cross-entropy. The f64 run sees the same rounded inputs.
+  const std::int64_t R = 8, C = 16;
+  auto x32 = atest::random_tensor<float>(host(), {R, C});
+  auto g32 = atest::random_tensor<float>(host(), {C}, 0.5, 1.5);
+  auto b32 = atest::random_tensor<float>(host(), {C});
+  const auto targets = random_ids(R, static_cast<std::int32_t>(C));
+  auto widen = [](const Tensor<float>& t) {
+    auto d = Tensor<double>::empty(host(), t.shape());
+    kernels::convert(host(), t, d);
+    return d;
+  };
+  // Mixed: f32 gradient sinks for gamma and beta, as the parameter store gives a bf16-mixed LayerNorm.
+  auto dg = Tensor<float>::empty(host(), {C});
+  auto db = Tensor<float>::empty(host(), {C});
+  GradSink sg{dg, false, {}}, sb{db, false, {}};
+  Tape tm(host());
+  auto h = layer_norm<bf16>(tm, leaf(tm, x32), parameter(tm, g32, sg), parameter(tm, b32, sb));
+  auto a = gelu<bf16>(tm, h);
+  backward(tm, cross_entropy(tm, cast<float>(tm, a), targets));
+  Tape tr(host());
+  auto gr = leaf(tr, widen(g32)), br = leaf(tr, widen(b32));
+  auto hr = layer_norm<double>(tr, leaf(tr, widen(x32)), gr, br);  // (R, C)
+  backward(tr, cross_entropy(tr, gelu<double>(tr, hr), targets));
+  const auto ref_g = grad(tr, gr), ref_b = grad(tr, br);
+  const auto dh = grad(tr, hr);  // f64 gradient at the LayerNorm output
+  // Per-column sums of the absolute terms of dgamma = sum_r dh * xhat and dbeta = sum_r dh, from
+  // the f64 run (xhat recomputed in f64).
+  const auto xr = widen(x32);
+  std::vector<double> abs_g(C, 0.0), abs_b(C, 0.0);
+  for (int r = 0; r < R; ++r) {
+    double mean = 0, var = 0;
+    for (int c = 0; c < C; ++c) mean += xr.at({r, c}) / C;
+    for (int c = 0; c < C; ++c) var += (xr.at({r, c}) - mean) * (xr.at({r, c}) - mean) / C;
+    for (int c = 0; c < C; ++c) {
+      const double xhat = (xr.at({r, c}) - mean) / std::sqrt(var + 1e-5);
+      abs_g[c] += std::abs(dh.at({r, c}) * xhat);
+      abs_b[c] += std::abs(dh.at({r, c}));
+    }
+  }
+  // Each term dh_r reaches the parameters through four bf16 roundings (LayerNorm output, GELU
+  // output, GELU input gradient, LayerNorm output gradient; u = 2^-8 each) plus the first-order
+  // change of the softmax gradient they cause, which is of the same size: |err_r| <= 8 u |term_r|
+  // to first order, so |err| <= 8 u sum_r |term_r| (the f32 accumulation adds R 2^-24, negligible).
+  const double u = 0x1p-8;
+  for (int c = 0; c < C; ++c) {
+    INFO("column " << c);
+    CHECK(std::abs(dg.at({c}) - ref_g.at({c})) <= 8 * u * abs_g[c] + 1e-7);
+    CHECK(std::abs(db.at({c}) - ref_b.at({c})) <= 8 * u * abs_b[c] + 1e-7);
+  }
+}
+
+TEST_CASE("matmul (2-D and batched) and linear with bias: central differences", "[autograd][gradcheck][linear]") {
+  std::vector inputs{atest::random_tensor<double>(host(), {5, 3}), atest::random_tensor<double>(host(), {3, 4})};
+  require_passed(check_gradients(host(), inputs, [](Tape& t, std::vector<Var<double>>& x) {
+    return readout(t, matmul(t, x[0], x[1]));
+  }));
+  std::vector batched{atest::random_tensor<double>(host(), {2, 4, 3}), atest::random_tensor<double>(host(), {2, 4, 3})};
+  require_passed(check_gradients(host(), batched, [](Tape& t, std::vector<Var<double>>& x) {
+    return readout(t, matmul(t, x[0], transpose(t, x[1], 1, 2)));  // q k^T per batch item
+  }));
+  std::vector lin{atest::random_tensor<double>(host(), {2, 3, 5}), atest::random_tensor<double>(host(), {4, 5}),
+                  atest::random_tensor<double>(host(), {4})};
+  require_passed(check_gradients(host(), lin, [](Tape& t, std::vector<Var<double>>& x) {
+    auto y = linear(t, x[0], x[1], &x[2]);  // (2, 3, 4)
+    return readout(t, linear(t, y, x[1].shape()[0] == 4 ? transpose(t, x[1]) : x[1]));  // x reused: accumulation
+  }));
+}
