@@ -109,3 +109,23 @@ TEST_CASE("misuse gives clear errors", "[autograd][tape]") {
   GradSink wrong{Tensor<double>::empty(host(), {4}), false, {}};
   CHECK_THROWS_AS(parameter(tape, a.value(), wrong), ShapeError);
 }
+
+TEST_CASE("a tied parameter used through two values fires its ready hook once, after both", "[autograd][tape]") {
+  auto w = atest::random_tensor<double>(host(), {4});
+  auto gbuf = Tensor<double>::empty(host(), {4});
+  GradSink sink{gbuf, false, {}};
+  int ready = 0;
+  double seen = 0;
+  sink.on_ready = [&] {
+    ++ready;
+    seen = gbuf.at({0});
+  };
+  Tape tape(host());
+  auto a = parameter(tape, w, sink);  // e.g. the token-embedding lookup
+  auto b = parameter(tape, w, sink);  // e.g. the tied LM head
+  auto l = add(tape, sum(tape, scale(tape, a, 2.0)), sum(tape, scale(tape, b, 3.0)));
+  backward(tape, l);
+  CHECK(ready == 1);
+  CHECK(seen == 5.0);  // both contributions were in when it fired
+  CHECK(gbuf.at({3}) == 5.0);
+}

@@ -40,8 +40,11 @@ struct GradSink {
   TensorRef grad;
   bool has_data = false;
   /// Called once per backward when every use of the parameter has written its gradient
-  /// (data-parallel overlap starts the all-reduce of a bucket here).
+  /// (data-parallel overlap starts the all-reduce of a bucket here). A tied parameter used through
+  /// several values (the token embedding and the LM head) fires once, after its last use.
   std::function<void()> on_ready;
+  /// Uses recorded but not yet back-propagated, over every value that routes here (kept by the tape).
+  int pending_uses = 0;
 };
 
 /// A tensor saved for backward, with the storage version it had when saved.
@@ -126,7 +129,10 @@ class Tape {
     node->output_count = static_cast<int>(outputs.size());
     for (std::size_t i = 0; i < inputs.size(); ++i) {
       node->inputs[i] = inputs[i];
-      if (inputs[i] >= 0) ++slots_[inputs[i]].pending;
+      if (inputs[i] >= 0) {
+        ++slots_[inputs[i]].pending;
+        if (slots_[inputs[i]].sink) ++slots_[inputs[i]].sink->pending_uses;
+      }
     }
     for (std::size_t i = 0; i < outputs.size(); ++i) node->outputs[i] = outputs[i];
     nodes_.push_back(node);
@@ -199,6 +205,8 @@ class Tape {
 
   /// Destroys every node and forgets every slot; the arena keeps its memory for the next step.
   void clear() noexcept {
+    for (auto& slot : slots_)
+      if (slot.sink) slot.sink->pending_uses = 0;  // uses recorded but never back-propagated
     for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) (*it)->~Node();
     nodes_.clear();
     slots_.clear();
@@ -225,7 +233,8 @@ class Tape {
   void release(std::int32_t s) {
     if (s < 0) return;
     Slot& slot = slots_[s];
-    if (--slot.pending == 0 && slot.sink && slot.written && slot.sink->on_ready) slot.sink->on_ready();
+    --slot.pending;
+    if (slot.sink && --slot.sink->pending_uses == 0 && slot.sink->has_data && slot.sink->on_ready) slot.sink->on_ready();
   }
 
   static TensorRef reshape_ref(const TensorRef& t, const Shape& shape) {
