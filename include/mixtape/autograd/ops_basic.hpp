@@ -13,6 +13,7 @@
 /// @endcode
 #pragma once
 
+#include <array>
 #include <span>
 #include <vector>
 
