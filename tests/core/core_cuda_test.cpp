@@ -92,3 +92,30 @@ TEST_CASE("copies refuse strided device views and foreign contexts", "[cuda][cor
   CHECK_THROWS_AS(to_vector(ctx, d.transposed()), ShapeError);
   CHECK_THROWS_WITH(to_vector(host_ctx, d), Catch::Contains("expected a context on cuda:0, got one on cpu"));
 }
+
+TEST_CASE("CUDA failures become typed exceptions with the call, the error name, file and line", "[cuda][core]") {
+  auto ctx = ExecutionContext::cuda(0);
+  // A pool allocation far beyond any device (1 PiB): OutOfMemoryError naming the failed call.
+  try {
+    auto huge = Tensor<std::uint8_t>::empty(ctx, {std::int64_t{1} << 50});
+    FAIL("a 1 PiB allocation succeeded");
+  } catch (const OutOfMemoryError& e) {
+    CHECK(std::string(e.what()).find("cudaMallocFromPoolAsync") != std::string::npos);
+    CHECK(std::string(e.what()).find("cudaErrorMemoryAllocation") != std::string::npos);
+    CHECK(std::string(e.file()).find("allocator.hpp") != std::string::npos);
+    CHECK(e.line() > 0);
+  }
+  ctx.synchronize();  // the failed allocation left the stream usable
+  // Any other runtime error: CudaError with the library's code.
+  try {
+    MIXTAPE_CUDA_CHECK(cudaSetDevice(1 << 20));
+    FAIL("cudaSetDevice accepted a device that does not exist");
+  } catch (const CudaError& e) {
+    CHECK(e.code() == static_cast<int>(cudaErrorInvalidDevice));
+    CHECK(std::string(e.what()).find("cudaSetDevice(1 << 20) failed: cudaErrorInvalidDevice") != std::string::npos);
+    CHECK(std::string(e.file()).find("core_cuda_test.cpp") != std::string::npos);
+  }
+  (void)cudaGetLastError();
+  auto ok = Tensor<float>::empty(ctx, {16});  // the context still works
+  CHECK(ok.data() != nullptr);
+}

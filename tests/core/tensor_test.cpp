@@ -139,3 +139,16 @@ TEST_CASE("bad input: shapes, indices and dimensions are named in the error", "[
   auto small = std::make_shared<Storage>(ctx.allocator_ptr(), 16, MemoryRole::activations, nullptr);
   CHECK_THROWS_WITH((Tensor<float>(small, Layout::contiguous({5}))), Catch::Contains("needs 20 bytes, its storage has 16"));
 }
+
+TEST_CASE("errors carry the file and line where they were raised", "[core][errors]") {
+  auto ctx = ExecutionContext::host();
+  try {
+    (void)Tensor<float>::empty(ctx, {2, 3}).slice(0, 1, 5);
+    FAIL("an out-of-range slice was accepted");
+  } catch (const ShapeError& e) {
+    CHECK(std::string(e.file()).find("layout.hpp") != std::string::npos);
+    CHECK(e.line() > 0);
+    CHECK(std::string(e.what()).rfind(std::string(e.file()) + ":" + std::to_string(e.line()) + ": ShapeError: slice:", 0) == 0);
+    CHECK(e.message().find("within [0, 2)") != std::string::npos);
+  }
+}
