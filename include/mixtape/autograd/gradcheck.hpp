@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "mixtape/autograd/var.hpp"
+#include "mixtape/autograd/ops_basic.hpp"
 
 namespace mixtape::autograd {
 

@@ -371,5 +371,14 @@ Var<To> cast(Tape& tape, const Var<From>& a) {
   return y;
 }
 
+/// Back-propagates from a one-element `loss` with seed 1. The seed is written by a fill kernel on
+/// the context's stream, so a training step makes no host round trip here.
+template <GradElement T>
+void backward(Tape& tape, const Var<T>& loss) {
+  auto seed = Tensor<T>::empty(tape.ctx(), Shape{1}, loss.device(), MemoryRole::activations);
+  kernels::fill(tape.ctx(), seed, 1.0);
+  tape.backward(loss.slot(), seed);
+}
+
 MIXTAPE_BACKEND_END
 }  // namespace mixtape::autograd

@@ -56,13 +56,6 @@ Var<T> constant(Tensor<T> value) {
   return Var<T>(std::move(value), -1);
 }
 
-/// Back-propagates from a one-element `loss` with seed 1.
-template <Element T>
-void backward(Tape& tape, const Var<T>& loss) {
-  const T one = static_cast<T>(1.0f);
-  tape.backward(loss.slot(), from_host(tape.ctx(), std::span<const T>(&one, 1), Shape{1}, loss.device()));
-}
-
 /// Back-propagates from `loss` with a device-resident seed (e.g. the loss scale, so no host sync).
 template <Element T>
 void backward(Tape& tape, const Var<T>& loss, const Tensor<T>& seed) {
