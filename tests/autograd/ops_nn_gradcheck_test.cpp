@@ -6,7 +6,7 @@
 #include <string>
 
 #include "mixtape/autograd/gradcheck.hpp"
-#include "mixtape/autograd/ops_linear.hpp"
+#include "mixtape/autograd/ops_attention.hpp"
 
 using namespace mixtape;
 using namespace mixtape::autograd;
@@ -156,4 +156,90 @@ TEST_CASE("matmul (2-D and batched) and linear with bias: central differences", 
     auto y = linear(t, x[0], x[1], &x[2]);  // (2, 3, 4)
     return readout(t, linear(t, y, x[1].shape()[0] == 4 ? transpose(t, x[1]) : x[1]));  // x reused: accumulation
   }));
+}
+
+TEST_CASE("causal_self_attention: central differences through q, k and v", "[autograd][gradcheck][attention]") {
+  // (B, T, 3C) with C = 6 over 2 heads of 3; the qkv input is used twice so the second write
+  // accumulates.
+  std::vector inputs{atest::random_tensor<double>(host(), {2, 4, 18})};
+  require_passed(check_gradients(host(), inputs, [](Tape& t, std::vector<Var<double>>& x) {
+    return readout(t, causal_self_attention(t, x[0], 2));
+  }));
+  require_passed(check_gradients(host(), inputs, [](Tape& t, std::vector<Var<double>>& x) {
+    auto y = causal_self_attention(t, x[0], 3);
+    return add(t, readout(t, y), readout(t, causal_self_attention(t, x[0], 3)));
+  }));
+}
+
+TEST_CASE("causal_self_attention equals the composed ops per head, and position t sees only <= t",
+          "[autograd][attention]") {
+  const std::int64_t B = 2, T = 5, H = 2, D = 3, C = H * D;
+  const auto qkv = atest::random_tensor<double>(host(), {B, T, 3 * C});
+  Tape tape(host());
+  const auto y = causal_self_attention(tape, constant(qkv), H).value();  // (B, T, C)
+  for (std::int64_t b = 0; b < B; ++b) {
+    for (std::int64_t h = 0; h < H; ++h) {
+      for (std::int64_t i = 0; i < T; ++i) {
+        std::vector<double> s(T, 0.0);
+        double mx = -1e300, z = 0;
+        for (std::int64_t j = 0; j <= i; ++j) {
+          for (std::int64_t d = 0; d < D; ++d) s[j] += qkv.at({b, i, h * D + d}) * qkv.at({b, j, C + h * D + d});
+          s[j] /= std::sqrt(double(D));
+          mx = std::max(mx, s[j]);
+        }
+        for (std::int64_t j = 0; j <= i; ++j) z += std::exp(s[j] - mx);
+        for (std::int64_t d = 0; d < D; ++d) {
+          double ref = 0;
+          for (std::int64_t j = 0; j <= i; ++j) ref += std::exp(s[j] - mx) / z * qkv.at({b, j, 2 * C + h * D + d});
+          CHECK(std::abs(y.at({b, i, h * D + d}) - ref) <= 1e-13);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("causal_self_attention rejects a width not divisible by the heads", "[autograd][attention][errors]") {
+  Tape tape(host());
+  const auto qkv = atest::random_tensor<double>(host(), {1, 2, 12});
+  CHECK_THROWS_WITH(causal_self_attention(tape, constant(qkv), 3),
+                    Catch::Contains("expected qkv (B, T, 3C) with C divisible by 3 heads, got (1, 2, 12)"));
+}
+
+TEST_CASE("add_positional with a table longer than the sequence: its unused rows get zero gradient",
+          "[autograd][gradcheck][nn]") {
+  std::vector inputs{atest::random_tensor<double>(host(), {2, 3, 4}), atest::random_tensor<double>(host(), {5, 4})};
+  require_passed(check_gradients(host(), inputs, [](Tape& t, std::vector<Var<double>>& x) {
+    return readout(t, add_positional(t, x[0], x[1]));
+  }));
+  Tape tape(host());
+  auto table = atest::random_tensor<double>(host(), {5, 4});
+  auto dtable = Tensor<double>::empty(host(), {5, 4});
+  kernels::fill(host(), dtable, 7.0);  // stale values from an earlier step
+  GradSink sink{dtable, false, {}};
+  backward(tape, sum(tape, add_positional(tape, leaf(tape, atest::random_tensor<double>(host(), {2, 3, 4})),
+                                          parameter(tape, table, sink))));
+  for (std::int64_t r = 0; r < 5; ++r)
+    for (std::int64_t c = 0; c < 4; ++c) CHECK(dtable.at({r, c}) == (r < 3 ? 2.0 : 0.0));
+  CHECK_THROWS_AS(add_positional(tape, constant(atest::random_tensor<double>(host(), {1, 6, 4})), constant(table)),
+                  ShapeError);
+}
+
+TEST_CASE("add of an f32 stream and a bf16 branch: f32 sum, bf16 branch gradient", "[autograd][nn][mixed]") {
+  const auto a = atest::random_tensor<float>(host(), {3, 4});
+  const auto b = atest::random_tensor<bf16>(host(), {3, 4});
+  Tape tape(host());
+  auto va = leaf(tape, a);
+  auto vb = leaf(tape, b);
+  auto y = add(tape, va, vb);
+  static_assert(std::is_same_v<decltype(y), Var<float>>);
+  auto w = atest::random_tensor<float>(host(), {3, 4});
+  backward(tape, sum(tape, mul(tape, y, constant(w))));
+  const auto gb = grad(tape, vb);
+  for (std::int64_t i = 0; i < 3; ++i) {
+    for (std::int64_t j = 0; j < 4; ++j) {
+      CHECK(y.value().at({i, j}) == a.at({i, j}) + static_cast<float>(b.at({i, j})));
+      CHECK(static_cast<float>(gb.at({i, j})) == static_cast<float>(bf16(w.at({i, j}))));
+      CHECK(grad(tape, va).at({i, j}) == w.at({i, j}));
+    }
+  }
 }

@@ -236,6 +236,19 @@ Var<T> add(Tape& tape, const Var<T>& a, const Var<T>& b) {
   return y;
 }
 
+/// y = a + b for operands of two types, in a's type: the residual add of a mixed policy, where the
+/// stream is f32 and the branch bf16 (torch's type promotion under autocast). b's gradient is the
+/// output gradient rounded to B.
+template <GradElement A, GradElement B>
+  requires(!std::same_as<A, B>)
+Var<A> add(Tape& tape, const Var<A>& a, const Var<B>& b) {
+  autograd::detail::expect_same("add", a.value(), b.value());
+  auto y = autograd::detail::make_output<A>(tape, a.shape(), a.device(), a.requires_grad() || b.requires_grad());
+  kernels::map(tape.ctx(), kernels::Add{}, y.value(), a.value(), b.value());
+  if (y.requires_grad()) tape.record<nodes::AddNode<A>>(std::array{a.slot(), b.slot()}, std::array{y.slot()}, 1.0);
+  return y;
+}
+
 /// y = a - b (same shape).
 template <GradElement T>
 Var<T> sub(Tape& tape, const Var<T>& a, const Var<T>& b) {

@@ -68,7 +68,12 @@ struct AddPositionalNode final : Node {
   void backward(Tape& tape) override {
     const auto gy = out_grad<X>(tape, *this);
     emit(tape, inputs[0], kernels::Identity{}, gy);
-    write_grad<P>(tape, inputs[1], [&](const auto& g, bool acc) { kernels::positional_grad(tape.ctx(), gy, g, acc); });
+    write_grad<P>(tape, inputs[1], [&](const auto& g, bool acc) {
+      const std::int64_t t = gy.size(-2);
+      kernels::positional_grad(tape.ctx(), gy, g.slice(0, 0, t), acc);
+      // Rows past the sequence got no contribution; on the first write they still owe their zeros.
+      if (!acc && g.size(0) > t) kernels::fill(tape.ctx(), g.slice(0, t, g.size(0) - t), 0.0);
+    });
   }
 };
 
@@ -182,11 +187,16 @@ Var<X> add_bias(Tape& tape, const Var<X>& x, const Var<B>& bias) {
   return y;
 }
 
-/// y = x + pos, positions broadcast over the batch. // x (B, T, C), pos (T, C)
+/// y = x + pos[:T], positions broadcast over the batch; a position table longer than the sequence
+/// (GPT's wpe, (ctx, C)) contributes its first T rows and receives zeros in the others.
+/// // x (B, T, C), pos (P >= T, C)
 template <GradElement X, GradElement P>
 Var<X> add_positional(Tape& tape, const Var<X>& x, const Var<P>& pos) {
+  MIXTAPE_EXPECT(x.shape().rank() >= 2 && pos.shape().rank() == 2 && pos.shape()[0] >= x.shape()[x.shape().rank() - 2],
+                 ShapeError, "add_positional: expected x (..., T, C) and a table (P >= T, C), got x ", x.shape(),
+                 " and a table ", pos.shape());
   auto y = autograd::detail::make_output<X>(tape, x.shape(), x.device(), x.requires_grad() || pos.requires_grad());
-  kernels::add_positional(tape.ctx(), x.value(), pos.value(), y.value());
+  kernels::add_positional(tape.ctx(), x.value(), pos.value().slice(0, 0, x.shape()[x.shape().rank() - 2]), y.value());
   if (y.requires_grad())
     tape.record<nodes::AddPositionalNode<X, P>>(std::array{x.slot(), pos.slot()}, std::array{y.slot()});
   return y;

@@ -34,11 +34,14 @@ class Embedding : public Module {
   /// // ids (N) -> (N, dim) in the parameter type
   template <class I>
   autograd::Var<param_type> operator()(autograd::Tape& tape, const Tensor<I>& ids) const {
-    const auto t = table_->view(ParamRole::weight).as<param_type>();
-    const auto v = table_->frozen() ? autograd::constant(t) : autograd::parameter(tape, t, table_->sink());
-    return autograd::embedding<param_type>(tape, ids.flatten(), v);
+    return autograd::embedding<param_type>(tape, ids.flatten(), table(tape));
   }
 
+  /// The whole table as a value on the tape (a learned position table added by rows).
+  autograd::Var<param_type> table(autograd::Tape& tape) const {
+    const auto t = table_->view(ParamRole::weight).as<param_type>();
+    return table_->frozen() ? autograd::constant(t) : autograd::parameter(tape, t, table_->sink());
+  }
   /// The tied LM head: logits = x E^T through the table's compute copy. // x (N, dim) -> (N, num)
   autograd::Var<compute_type> head(autograd::Tape& tape, const autograd::Var<compute_type>& x) const {
     const auto t = table_->compute_view().as<compute_type>();
