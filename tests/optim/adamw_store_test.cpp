@@ -1,4 +1,4 @@
-// AdamW and TrainStep over a parameter store: the segment tables address each parameter in the
+// AdamW, Sgd and TrainStep over a parameter store: the segment tables address each parameter in the
 // shared flat buffers exactly as a standalone update of that parameter would; decay follows the
 // parameters' flags; compute copies follow the weights; two policies in one store; skipped steps;
 // and a small GPT that learns the Markov chain on the host.
@@ -13,6 +13,7 @@
 #include "mixtape/nn/gpt.hpp"
 #include "mixtape/nn/init.hpp"
 #include "mixtape/optim/adamw.hpp"
+#include "mixtape/optim/sgd.hpp"
 #include "mixtape/optim/train_step.hpp"
 
 using namespace mixtape;
@@ -109,6 +110,43 @@ TEST_CASE("AdamW<bf16-mixed> over a GPT store equals a standalone update of ever
     }
   }
   CHECK(scalars.read(host()).step == 3);
+}
+
+TEST_CASE("Sgd<32-true> with momentum over a store equals a standalone update of every parameter",
+          "[optim][sgd][store]") {
+  ParameterStore store;
+  Linear<precision::f32_true> fc(ModuleScope{store, "fc"}, 9, 5);
+  LayerNorm<precision::f32_true> ln(ModuleScope{store, "ln"}, 5);
+  store.allocate(host());
+  initialize(host(), store);
+  const kernels::SgdHyper hyper{.momentum = 0.9, .dampening = 0.1, .weight_decay = 0.01, .nesterov = false};
+  optim::Sgd<precision::f32_true> opt(host(), store, hyper);
+  optim::StepScalars scalars(host());
+  scalars.set_lr(host(), 5e-2f);
+  std::vector<Tensor<float>> w, m;
+  for (std::size_t i = 0; i < store.size(); ++i) {
+    w.push_back(clone_of<float>(store[i].view(ParamRole::weight)));
+    m.push_back(clone_of<float>(store[i].view(ParamRole::moment1)));
+  }
+  for (int step = 0; step < 3; ++step) {
+    for (std::size_t i = 0; i < store.size(); ++i) fill_uniform(store[i].view(ParamRole::grad).as<float>(), -1, 1);
+    opt.step(host(), scalars);
+    for (std::size_t i = 0; i < store.size(); ++i) {
+      kernels::StepScalarValues v = scalars.read(host());
+      v.step -= 1;
+      optim::StepScalars s(host(), v);
+      kernels::SgdHyper h = hyper;
+      if (!store[i].decay()) h.weight_decay = 0;
+      kernels::sgd_step(host(), s, h, {},
+                        kernels::SgdGroup<float>{w[i].flatten(), clone_of<float>(store[i].view(ParamRole::grad)).flatten(),
+                                                 m[i].flatten()});
+    }
+  }
+  for (std::size_t i = 0; i < store.size(); ++i) {
+    INFO(store[i].name());
+    CHECK(to_vector(host(), store[i].view(ParamRole::weight).as<float>()) == to_vector(host(), w[i]));
+    CHECK(to_vector(host(), store[i].view(ParamRole::moment1).as<float>()) == to_vector(host(), m[i]));
+  }
 }
 
 TEST_CASE("AdamW: a non-finite step is skipped and counted, nothing changes", "[optim][adamw][store]") {

@@ -185,4 +185,45 @@ std::string policy_labels() {
   return s;
 }
 
+/// Options shared by the optimizer classes.
+struct OptimizerOptions {
+  /// Overrides every group's policy rounding (nearest, stochastic, kahan) when set.
+  std::optional<UpdateRounding> rounding;
+  /// Step scalars the update multiplies the gradient by (deferred unscale or clip).
+  kernels::GradFactors factors{};
+};
+
+namespace detail {
+
+/// One policy's group with its segment table and rounding.
+template <PrecisionPolicy P>
+struct PolicyGroup {
+  StoreGroup<P> group;
+  kernels::SegmentTable table;
+  UpdateRounding rounding = UpdateRounding::nearest;
+  std::uint32_t stream = 0;
+};
+
+template <PrecisionPolicy P>
+PolicyGroup<P> make_policy_group(const ExecutionContext& ctx, nn::ParameterStore& store, std::vector<bool>& claimed,
+                                 const OptimizerOptions& options, std::uint32_t stream) {
+  static_assert(!policy_traits<P>::is_frozen, "an optimizer group needs a trainable policy");
+  PolicyGroup<P> pg;
+  pg.rounding = options.rounding.value_or(policy_traits<P>::update_rounding);
+  pg.stream = stream;
+  pg.group = claim_group<P>(ctx, store, claimed, pg.rounding == UpdateRounding::kahan);
+  if (!pg.group.empty()) pg.table = kernels::SegmentTable(ctx, pg.group.segments);
+  return pg;
+}
+
+/// Every trainable parameter's flat gradient buffers of a store (padding included: zeros).
+inline std::vector<TensorRef> gradient_buffers(const nn::ParameterStore& store) {
+  std::vector<TensorRef> out;
+  for (const auto& b : store.buffers())
+    if (b.role == nn::ParamRole::grad) out.push_back(b.data);
+  return out;
+}
+
+}  // namespace detail
+
 }  // namespace mixtape::optim
