@@ -443,7 +443,9 @@ MIXTAPE_TARGET_AVX512 void pack_f32_avx512(float* dst, const Src* src, i64 rs, i
       float* d = dst + k * R;
       for (int r = 0; r < R; r += 16) {
         const int n = std::max(0, std::min(16, valid_r - r));
-        _mm512_storeu_ps(d + r, load_f32x16(s + r, tail_mask16(n)));  // masked-off lanes load 0
+        // Loads stop at the valid rows (masked-off lanes load 0); stores stop at the panel's R rows,
+        // which need not be a multiple of 16 (R = 12): a full store would run past the scratch.
+        _mm512_mask_storeu_ps(d + r, tail_mask16(std::min(16, R - r)), load_f32x16(s + r, tail_mask16(n)));
       }
     }
     for (i64 k = kc; k < kcp; ++k) std::memset(dst + k * R, 0, sizeof(float) * R);
@@ -611,8 +613,9 @@ MIXTAPE_TARGET_AVX512 inline void pack_f64_avx512(double* dst, const double* src
       const double* s = src + k * cs;
       double* d = dst + k * R;
       for (int r = 0; r < R; r += 8) {
-        const int n = std::max(0, std::min(8, valid_r - r));
-        _mm512_storeu_pd(d + r, _mm512_maskz_loadu_pd(static_cast<__mmask8>(n >= 8 ? 0xFF : (1u << n) - 1u), s + r));
+        const int n = std::max(0, std::min(8, valid_r - r)), w = std::min(8, R - r);  // R = 12: not a multiple of 8
+        _mm512_mask_storeu_pd(d + r, static_cast<__mmask8>(w >= 8 ? 0xFF : (1u << w) - 1u),
+                              _mm512_maskz_loadu_pd(static_cast<__mmask8>(n >= 8 ? 0xFF : (1u << n) - 1u), s + r));
       }
     }
     for (i64 k = kc; k < kcp; ++k) std::memset(dst + k * R, 0, sizeof(double) * R);
