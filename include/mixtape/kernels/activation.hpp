@@ -23,6 +23,7 @@
 #include "mixtape/config.hpp"
 #include "mixtape/core/execution_context.hpp"
 #include "mixtape/core/tensor.hpp"
+#include "mixtape/kernels/detail/gelu_host.hpp"
 #include "mixtape/kernels/detail/portable_math.hpp"
 #include "mixtape/kernels/detail/scalar.hpp"
 #include "mixtape/kernels/elementwise.hpp"
@@ -32,10 +33,6 @@ namespace mixtape::kernels {
 
 namespace detail {
 
-template <class A>
-inline constexpr A kGeluBeta = A(0.79788456080286535588);  // sqrt(2 / pi)
-template <class A>
-inline constexpr A kGeluKappa = A(0.044715);
 
 /// The inner argument k_beta (x + k_kappa x^3) and its tanh.
 template <class A>
@@ -101,6 +98,17 @@ MIXTAPE_BACKEND_BEGIN
 template <FloatElement In, FloatElement Out>
 void gelu_forward(const ExecutionContext& ctx, const Tensor<In>& x, const Tensor<Out>& y) {
   detail::expect_elementwise("gelu_forward", ctx, y, x);
+#if MIXTAPE_GELU_HOST_AVX512
+  if constexpr (detail::kGeluLaneType<In> && detail::kGeluLaneType<Out>) {
+    if (!ctx.is_cuda() && x.is_contiguous() && y.is_contiguous() && detail::gelu_lanes_available()) {
+      ctx.pool().parallel_for(y.numel(), detail::kHostElementwiseGrain, [&](std::int64_t b, std::int64_t e, int) {
+        detail::gelu_forward_lanes(x.data() + b, y.data() + b, e - b);
+      });
+      y.storage()->bump_version();
+      return;
+    }
+  }
+#endif
   impl::run_elementwise("gelu_forward", ctx, detail::MapOp<GeluTanh, Out>{}, y, x);
 }
 
@@ -115,6 +123,19 @@ void gelu_forward(const ExecutionContext& ctx, const Tensor<In>& x, const Tensor
 template <FloatElement In, FloatElement DY, FloatElement DX>
 void gelu_backward(const ExecutionContext& ctx, const Tensor<In>& x, const Tensor<DY>& dy, const Tensor<DX>& dx,
                    bool accumulate) {
+#if MIXTAPE_GELU_HOST_AVX512
+  if constexpr (detail::kGeluLaneType<In> && detail::kGeluLaneType<DY> && detail::kGeluLaneType<DX>) {
+    if (!ctx.is_cuda() && x.is_contiguous() && dy.is_contiguous() && dx.is_contiguous() &&
+        detail::gelu_lanes_available()) {
+      detail::expect_elementwise("gelu_backward", ctx, dx, x, dy);
+      ctx.pool().parallel_for(dx.numel(), detail::kHostElementwiseGrain, [&](std::int64_t b, std::int64_t e, int) {
+        detail::gelu_backward_lanes(x.data() + b, dy.data() + b, dx.data() + b, e - b, accumulate);
+      });
+      dx.storage()->bump_version();
+      return;
+    }
+  }
+#endif
   if (accumulate) {
     detail::expect_elementwise("gelu_backward", ctx, dx, x, dy, dx);
     impl::run_elementwise("gelu_backward", ctx, detail::MapOp<GeluTanhBackwardAccumulate, DX>{}, dx, x, dy, dx);

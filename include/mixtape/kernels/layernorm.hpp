@@ -2,8 +2,9 @@
 /// @brief LayerNorm over the last dimension (PyTorch's `F.layer_norm(x, (C,), gamma, beta, eps)`),
 ///        forward and backward, on both backends.
 ///
-/// Forward writes y in the output type (the compute type: f32 under mixed policies, whose
-/// autocast runs LayerNorm in f32; or the matmul's input type, fusing the cast) and saves mean and
+/// Forward writes y in the output type (nn::LayerNorm passes its policy's compute type: bf16 or
+/// f16 under mixed policies, which equals autocast's f32 LayerNorm followed by the cast the next
+/// matmul makes, fused here) and saves mean and
 /// rstd per row in a statistics type (f32, f64 for f64 models). Backward gives dx and the
 /// parameter gradients dgamma, dbeta. Everything is computed in `compute_t` of the operands (float
 /// for f16 / bf16 / f32, double with an f64 operand); formulas in detail/layernorm_host.hpp.

@@ -20,6 +20,38 @@ inline constexpr std::int64_t kHostElementwiseGrain = std::int64_t{1} << 15;
 /// Elements per dense tile handed to an operation at once.
 inline constexpr int kHostTile = 64;
 
+/// Dense tiles [begin, end) of an element-wise operation.
+template <class Op, class Out, class... In>
+inline void dense_tiles(const Op& op, std::int64_t begin, std::int64_t end, Out* po, const In*... pin) {
+  std::int64_t i = begin;
+  for (; i + kHostTile <= end; i += kHostTile) op.template apply<kHostTile>(i, po + i, (pin + i)...);
+  for (; i < end; ++i) op.template apply<1>(i, po + i, (pin + i)...);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MIXTAPE_HOST_FMA_TILES 1
+/// The same loop compiled for AVX2 with FMA, chosen at run time (a header-only library cannot count
+/// on the user's -march). Without it every explicit fma (GELU's tanh, the update math) is a call
+/// into libm, about ten times slower. `flatten` inlines the whole operation so those fmas become
+/// instructions; `fp-contract=off` keeps the compiler from fusing any multiply-add the source did
+/// not write as an fma, so the bits stay those of the portable loop and of the CUDA kernels.
+template <class Op, class Out, class... In>
+__attribute__((target("avx2,fma"), optimize("fp-contract=off"), flatten)) void dense_tiles_fma(
+    const Op& op, std::int64_t begin, std::int64_t end, Out* po, const In*... pin) {
+  std::int64_t i = begin;
+  for (; i + kHostTile <= end; i += kHostTile) op.template apply<kHostTile>(i, po + i, (pin + i)...);
+  for (; i < end; ++i) op.template apply<1>(i, po + i, (pin + i)...);
+}
+
+inline bool host_has_fma() noexcept {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return ok;
+}
+#endif
+
 /// Runs `op` over every element of `out` (see elementwise_ops.hpp for the operation's shape).
 /// All operands have out's shape and live in host memory.
 template <class Op, class Out, class... In>
@@ -34,11 +66,15 @@ void elementwise_host(ThreadPool& pool, const Op& op, const Tensor<Out>& out, co
   constexpr auto seq = std::index_sequence_for<In...>{};
 
   if (plan.contiguous()) {
+#if MIXTAPE_HOST_FMA_TILES
+    const bool fma = host_has_fma();
+#endif
     pool.parallel_for(n, kHostElementwiseGrain, [&](std::int64_t begin, std::int64_t end, int) {
       [&]<std::size_t... K>(std::index_sequence<K...>) {
-        std::int64_t i = begin;
-        for (; i + kHostTile <= end; i += kHostTile) op.template apply<kHostTile>(i, po + i, (std::get<K>(pin) + i)...);
-        for (; i < end; ++i) op.template apply<1>(i, po + i, (std::get<K>(pin) + i)...);
+#if MIXTAPE_HOST_FMA_TILES
+        if (fma) return dense_tiles_fma(op, begin, end, po, std::get<K>(pin)...);
+#endif
+        dense_tiles(op, begin, end, po, std::get<K>(pin)...);
       }(seq);
     });
     return;
