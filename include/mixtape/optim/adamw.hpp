@@ -23,6 +23,7 @@
 
 #include <optional>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "mixtape/optim/step_scalars.hpp"
@@ -69,9 +70,10 @@ class AdamW {
   static Groups build(const ExecutionContext& ctx, nn::ParameterStore& store, const OptimizerOptions& options) {
     MIXTAPE_EXPECT(store.allocated(), ValueError, "AdamW: allocate the parameter store first");
     std::vector<bool> claimed(store.size(), false);
-    std::uint32_t stream = 0;
     // Braced initialisation evaluates left to right: the first policy claims first.
-    Groups g{detail::make_policy_group<Ps>(ctx, store, claimed, options, stream++)...};
+    Groups g = [&]<std::size_t... I>(std::index_sequence<I...>) {
+      return Groups{detail::make_policy_group<Ps>(ctx, store, claimed, options, static_cast<std::uint32_t>(I))...};
+    }(std::index_sequence_for<Ps...>{});
     expect_all_claimed("AdamW", store, claimed, policy_labels<Ps...>());
     return g;
   }

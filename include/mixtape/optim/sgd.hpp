@@ -14,6 +14,7 @@
 #pragma once
 
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "mixtape/optim/step_scalars.hpp"
@@ -57,8 +58,9 @@ class Sgd {
   static Groups build(const ExecutionContext& ctx, nn::ParameterStore& store, const OptimizerOptions& options) {
     MIXTAPE_EXPECT(store.allocated(), ValueError, "Sgd: allocate the parameter store first");
     std::vector<bool> claimed(store.size(), false);
-    std::uint32_t stream = 0;
-    Groups g{detail::make_policy_group<Ps>(ctx, store, claimed, options, stream++)...};
+    Groups g = [&]<std::size_t... I>(std::index_sequence<I...>) {
+      return Groups{detail::make_policy_group<Ps>(ctx, store, claimed, options, static_cast<std::uint32_t>(I))...};
+    }(std::index_sequence_for<Ps...>{});
     expect_all_claimed("Sgd", store, claimed, policy_labels<Ps...>());
     return g;
   }

@@ -1,0 +1,76 @@
+// precision_sweep: the compile-time precision experiment in one binary. Trains the same model on the
+// same data from the same seed under every registered precision (or a --precisions list), then
+// prints one table and writes an SVG of the loss curves.
+//
+//   precision_sweep [--precisions 32-true,bf16-mixed,...] [--svg FILE] [train_gpt's flags]
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <exception>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <mixtape/policy.hpp>
+
+#include "train/loss_plot.hpp"
+#include "train/train_options.hpp"
+
+namespace mt = mixtape;
+using Presets = mt::PresetRegistry<mt::precision::lightning_presets>;
+
+int main(int argc, char** argv) {
+  try {
+    std::vector<std::string> names;
+    std::string svg = "precision_sweep.svg";
+    for (int i = 1; i < argc; ++i) {
+      if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+        std::printf("usage: precision_sweep [--precisions A,B,...] [--svg FILE] [flags]\n%s  precisions: %s\n",
+                    train::train_flags_help(), Presets::valid_names().c_str());
+        return 0;
+      }
+    }
+    train::TrainOptions o = train::parse_train_flags(argc, argv, [&](const std::string& flag, auto&& value) {
+      if (flag == "--precisions") {
+        std::stringstream ss(value());
+        for (std::string n; std::getline(ss, n, ',');) names.push_back(std::string(Presets::info(n).name));  // checked
+        return true;
+      }
+      if (flag == "--svg") {
+        svg = value();
+        return true;
+      }
+      return false;
+    });
+    if (names.empty())
+      for (const auto& e : Presets::entries()) names.push_back(std::string(e.name));
+    o.quiet = true;
+    std::vector<train::RunResult> runs;
+    for (const auto& n : names) {
+      std::fprintf(stderr, "training %s ...\n", n.c_str());
+      o.precision = n;
+      runs.push_back(Presets::dispatch(n, [&]<class P>() { return train::train_policy<P>(o); }));
+      std::fprintf(stderr, "  validation loss %.4f, %.0f tokens/s\n", runs.back().val_loss, runs.back().tokens_per_s);
+    }
+    double best = 1e300;
+    for (const auto& r : runs) best = std::min(best, r.val_loss);
+    const double h = runs.front().entropy_rate;
+    std::printf("\n%lld steps of %lld x %lld tokens on %s, seed %llu; entropy rate %.4f\n\n",
+                static_cast<long long>(o.steps), static_cast<long long>(o.batch), static_cast<long long>(o.ctx),
+                runs.front().device.c_str(), static_cast<unsigned long long>(o.seed), h);
+    std::printf("| precision | val loss | gap to best | gap to entropy | tokens/s | peak MiB | bytes/param | skipped |\n"
+                "|---|---|---|---|---|---|---|---|\n");
+    for (const auto& r : runs) {
+      std::printf("| %s | %.4f | %+.4f | %+.4f | %.0f | %.1f | %.0f | %lld |\n", r.precision.c_str(), r.val_loss,
+                  r.val_loss - best, h >= 0 ? r.val_loss - h : std::nan(""), r.tokens_per_s,
+                  static_cast<double>(r.peak_total) / (1 << 20), r.model_bytes_per_param,
+                  static_cast<long long>(r.skipped));
+    }
+    train::write_loss_svg(svg, runs, h);
+    std::printf("\nloss curves: %s\n", svg.c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "precision_sweep: %s\n", e.what());
+    return 2;
+  }
+}

@@ -1,0 +1,185 @@
+/// @file train_run.hpp
+/// @brief `train_policy<P>`: the training loop of train_gpt and precision_sweep for one policy:
+///        GPT, AdamW with the peer's settings, TrainStep, data, validation, progress and log.
+///
+/// Included only by the per-policy translation units (policy_unit.cpp.in), which are compiled as
+/// CUDA when the CUDA backend is on.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+#include <mixtape/mixtape.hpp>
+
+#include "train_options.hpp"
+
+namespace train {
+
+namespace detail {
+
+/// The device a run uses: "auto" picks the first GPU when one is present.
+inline mixtape::Device pick_device(const std::string& s) {
+  return s == "auto" ? mixtape::default_device() : mixtape::parse_device(s);
+}
+
+/// Progress on stderr: one rewritten line on a terminal, a plain line every tenth of the run
+/// otherwise (logs, CI).
+class Progress {
+ public:
+  Progress(std::int64_t steps, bool quiet) : steps_(steps), quiet_(quiet), tty_(isatty(fileno(stderr)) != 0) {}
+
+  void update(std::int64_t step, double loss, double tokens_per_s, double eta_s) {
+    if (quiet_) return;
+    if (tty_) {
+      constexpr int kWidth = 24;
+      const int filled = static_cast<int>(kWidth * step / std::max<std::int64_t>(steps_, 1));
+      std::string bar(static_cast<std::size_t>(filled), '#');
+      bar.resize(kWidth, '.');
+      std::fprintf(stderr, "\r[%s] step %lld/%lld  loss %.4f  %.0f tok/s  ETA %.0fs   ", bar.c_str(),
+                   static_cast<long long>(step), static_cast<long long>(steps_), loss, tokens_per_s, eta_s);
+    } else if (step == steps_ || step % std::max<std::int64_t>(steps_ / 10, 1) == 0) {
+      std::fprintf(stderr, "step %lld/%lld  loss %.4f  %.0f tok/s  ETA %.0fs\n", static_cast<long long>(step),
+                   static_cast<long long>(steps_), loss, tokens_per_s, eta_s);
+    }
+  }
+  void done() {
+    if (!quiet_ && tty_) std::fputc('\n', stderr);
+  }
+
+ private:
+  std::int64_t steps_;
+  bool quiet_, tty_;
+};
+
+/// Mean loss of `batches` batches of the validation stream, without recording.
+template <class Model, class Stream>
+double validate(const mixtape::ExecutionContext& ctx, const Model& gpt, Stream stream, std::int64_t batches,
+                std::int64_t b, std::int64_t t) {
+  std::vector<std::int32_t> xh(static_cast<std::size_t>(b * t)), yh(xh.size());
+  auto x = mixtape::Tensor<std::int32_t>::empty(ctx, {b, t}), y = mixtape::Tensor<std::int32_t>::empty(ctx, {b, t});
+  mixtape::autograd::Tape tape(ctx);
+  mixtape::autograd::NoGradGuard no_grad(tape);
+  double total = 0;
+  for (std::int64_t i = 0; i < batches; ++i) {
+    stream.next_batch(b, t, xh.data(), yh.data());
+    mixtape::copy(ctx, mixtape::Tensor<std::int32_t>::wrap(xh.data(), {b, t}), x);
+    mixtape::copy(ctx, mixtape::Tensor<std::int32_t>::wrap(yh.data(), {b, t}), y);
+    const auto loss = gpt.loss(tape, x, y);
+    total += static_cast<double>(mixtape::kernels::item(ctx, loss.value()));
+    tape.clear();
+  }
+  return total / static_cast<double>(batches);
+}
+
+}  // namespace detail
+
+template <class P>
+RunResult train_policy(const TrainOptions& o) {
+  namespace mt = mixtape;
+  namespace ag = mixtape::autograd;
+  using Clock = std::chrono::steady_clock;
+  RunResult r;
+  r.precision = std::string(P::name);
+  const mt::Device device = detail::pick_device(o.device);
+  r.device = device.to_string();
+  auto ctx = mt::ExecutionContext::on(device, {.host_threads = o.threads, .seed = o.seed});
+
+  mt::nn::ParameterStore store;
+  const mt::nn::GptConfig cfg{.vocab = o.vocab, .ctx = o.ctx, .dim = o.dim, .layers = o.layers, .heads = o.heads};
+  mt::nn::Gpt<P> gpt(store, cfg);
+  store.allocate(ctx);
+  mt::nn::initialize(ctx, store);
+  r.parameters = store.numel();
+  r.model_bytes_per_param = mt::memory_model<P>::adamw_total;
+  for (const auto& b : store.buffers()) r.store_bytes += b.data.nbytes();
+
+  mt::optim::OptimizerOptions oo;
+  oo.rounding = o.rounding;
+  mt::optim::AdamW<P> opt(ctx, store, {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1}, oo);
+  mt::optim::TrainStep<P, mt::optim::AdamW<P>> step(
+      ctx, store, opt, {.schedule = {.base_lr = o.lr, .warmup_steps = o.warmup}, .clip_norm = 1.0});
+
+  MIXTAPE_EXPECT(o.data == "markov", mt::ValueError, "--data: only the built-in 'markov' corpus is available in this build, got '",
+                 o.data, "'");
+  const mt::io::MarkovChain chain(o.vocab);
+  r.entropy_rate = chain.entropy_rate();
+  mt::io::MarkovStream train_stream = chain.stream(0);
+  const std::int64_t b = o.batch, t = o.ctx;
+  const std::int64_t val_batches = std::max<std::int64_t>(1, o.val_tokens / (b * t));
+  std::vector<std::int32_t> xh(static_cast<std::size_t>(b * t)), yh(xh.size());
+  auto x = mt::Tensor<std::int32_t>::empty(ctx, {b, t}), y = mt::Tensor<std::int32_t>::empty(ctx, {b, t});
+
+  std::ofstream log;
+  if (!o.log.empty()) {
+    log.open(o.log);
+    MIXTAPE_EXPECT(log.good(), mt::ValueError, "--log: cannot open '", o.log, "' for writing");
+  }
+  detail::Progress progress(o.steps, o.quiet);
+  ag::Tape tape(ctx);
+  std::vector<double> step_s;
+  ctx.allocator().counters().reset_peaks();
+  const auto t0 = Clock::now();
+  auto t_first = t0;
+  std::int64_t logged = 0;  // steps whose loss reached the host
+  auto drain = [&](const mt::optim::StepScalarValues& v) {
+    const std::int64_t done = v.step + v.skipped;
+    if (done <= logged) return;
+    logged = done;
+    r.train_curve.push_back({done, static_cast<double>(v.loss)});
+    if (log.is_open())
+      log << "{\"step\": " << done << ", \"loss\": " << v.loss << ", \"lr\": " << v.lr << ", \"grad_norm\": "
+          << v.grad_norm << ", \"loss_scale\": " << v.loss_scale << ", \"skipped\": " << v.skipped << "}\n";
+  };
+  for (std::int64_t s = 0; s < o.steps; ++s) {
+    const auto ts = Clock::now();
+    train_stream.next_batch(b, t, xh.data(), yh.data());
+    mt::copy(ctx, mt::Tensor<std::int32_t>::wrap(xh.data(), {b, t}), x);
+    mt::copy(ctx, mt::Tensor<std::int32_t>::wrap(yh.data(), {b, t}), y);
+    step(ctx, tape, [&](ag::Tape& tp, int) { return gpt.loss(tp, x, y); });
+    ctx.synchronize();  // the peer's timing: a device synchronize around every step
+    const auto te = Clock::now();
+    step_s.push_back(std::chrono::duration<double>(te - ts).count());
+    if (s == 0) t_first = te;
+    if (auto v = step.scalars().read_previous()) drain(*v);
+    const double elapsed = std::chrono::duration<double>(te - t_first).count();
+    const double tps = s > 0 ? static_cast<double>(s * b * t) / elapsed : 0.0;
+    progress.update(s + 1, r.train_curve.empty() ? 0.0 : r.train_curve.back().loss, tps,
+                    s > 0 ? elapsed / static_cast<double>(s) * static_cast<double>(o.steps - 1 - s) : 0.0);
+    if (o.val_every > 0 && (s + 1) % o.val_every == 0 && s + 1 < o.steps) {
+      const double vl = detail::validate(ctx, gpt, chain.stream(1), val_batches, b, t);
+      r.val_curve.push_back({s + 1, vl});
+      if (log.is_open()) log << "{\"step\": " << s + 1 << ", \"val_loss\": " << vl << "}\n";
+    }
+  }
+  ctx.synchronize();
+  const auto t_end = Clock::now();
+  progress.done();
+  drain(step.scalars().read(ctx));
+  const auto final_v = step.scalars().read(ctx);
+  r.steps = final_v.step;
+  r.skipped = final_v.skipped;
+  r.seconds = std::chrono::duration<double>(t_end - t0).count();
+  const double timed = std::chrono::duration<double>(t_end - t_first).count();
+  r.tokens_per_s = o.steps > 1 ? static_cast<double>((o.steps - 1) * b * t) / timed
+                               : static_cast<double>(b * t) / r.seconds;
+  std::sort(step_s.begin(), step_s.end());
+  r.step_ms = 1e3 * step_s[step_s.size() / 2];
+  for (int i = 0; i < mt::kMemoryRoleCount; ++i) r.peak_bytes[i] = ctx.allocator().counters().peak(static_cast<mt::MemoryRole>(i));
+  r.peak_total = ctx.allocator().counters().peak_total();
+  const std::size_t tail = std::min<std::size_t>(10, r.train_curve.size());
+  for (std::size_t i = r.train_curve.size() - tail; i < r.train_curve.size(); ++i)
+    r.train_loss += r.train_curve[i].loss / static_cast<double>(tail);
+
+  r.val_loss = o.val_tokens > 0 ? detail::validate(ctx, gpt, chain.stream(1), val_batches, b, t) : std::nan("");
+  r.val_curve.push_back({o.steps, r.val_loss});
+  if (log.is_open()) log << "{\"step\": " << o.steps << ", \"val_loss\": " << r.val_loss << "}\n";
+  return r;
+}
+
+}  // namespace train
