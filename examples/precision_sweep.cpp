@@ -2,7 +2,7 @@
 // same data from the same seed under every registered precision (or a --precisions list), then
 // prints one table and writes an SVG of the loss curves.
 //
-//   precision_sweep [--precisions 32-true,bf16-mixed,...] [--svg FILE] [train_gpt's flags]
+//   precision_sweep [--precisions 32-true,bf16-mixed,...] [--svg FILE] [--max-gap [NAME=]X] [train_gpt's flags]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -17,15 +17,20 @@
 #include "train/train_options.hpp"
 
 namespace mt = mixtape;
-using Presets = mt::PresetRegistry<mt::precision::lightning_presets>;
+using Presets = mt::PresetRegistry<mt::precision::all_presets>;
 
 int main(int argc, char** argv) {
   try {
     std::vector<std::string> names;
     std::string svg = "precision_sweep.svg";
+    // --max-gap X (every policy) and --max-gap NAME=X (one policy): the validation loss may exceed the
+    // entropy rate by at most X nats, else the sweep exits with status 1 (a convergence test).
+    double max_gap = std::nan("");
+    std::vector<std::pair<std::string, double>> max_gap_for;
     for (int i = 1; i < argc; ++i) {
       if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-        std::printf("usage: precision_sweep [--precisions A,B,...] [--svg FILE] [flags]\n%s  precisions: %s\n",
+        std::printf("usage: precision_sweep [--precisions A,B,...] [--svg FILE] [--max-gap [NAME=]X] [flags]\n%s"
+                    "  precisions: %s\n",
                     train::train_flags_help(), Presets::valid_names().c_str());
         return 0;
       }
@@ -34,6 +39,26 @@ int main(int argc, char** argv) {
       if (flag == "--precisions") {
         std::stringstream ss(value());
         for (std::string n; std::getline(ss, n, ',');) names.push_back(std::string(Presets::info(n).name));  // checked
+        return true;
+      }
+      if (flag == "--max-gap") {
+        const std::string v = value();
+        const auto eq = v.find('=');
+        const std::string num = eq == std::string::npos ? v : v.substr(eq + 1);
+        std::size_t used = 0;
+        double x = -1;
+        try {
+          x = std::stod(num, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        MIXTAPE_EXPECT(used == num.size() && x > 0, mt::ValueError, "--max-gap: expected X or NAME=X with X > 0, got '",
+                       v, "'");
+        if (eq == std::string::npos) {
+          max_gap = x;
+        } else {
+          max_gap_for.emplace_back(std::string(Presets::info(v.substr(0, eq)).name), x);
+        }
         return true;
       }
       if (flag == "--svg") {
@@ -68,7 +93,21 @@ int main(int argc, char** argv) {
     }
     train::write_loss_svg(svg, runs, h);
     std::printf("\nloss curves: %s\n", svg.c_str());
-    return 0;
+    int failed = 0;
+    for (const auto& r : runs) {
+      double limit = max_gap;
+      for (const auto& [name, x] : max_gap_for)
+        if (name == r.precision) limit = x;
+      if (std::isnan(limit) || h < 0) continue;
+      const double gap = r.val_loss - h;
+      if (!(gap <= limit)) {  // NaN fails too
+        std::printf("FAILED: %s ends %.4f nats above the entropy rate, more than the %.4f allowed\n",
+                    r.precision.c_str(), gap, limit);
+        ++failed;
+      }
+    }
+    if (failed == 0 && (!std::isnan(max_gap) || !max_gap_for.empty())) std::printf("every gap within its limit\n");
+    return failed == 0 ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "precision_sweep: %s\n", e.what());
     return 2;

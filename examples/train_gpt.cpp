@@ -15,7 +15,7 @@
 #include "train/train_report.hpp"
 
 namespace mt = mixtape;
-using Presets = mt::PresetRegistry<mt::precision::lightning_presets>;
+using Presets = mt::PresetRegistry<mt::precision::all_presets>;
 
 int main(int argc, char** argv) {
   try {

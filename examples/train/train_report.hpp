@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <string>
 
 #include <mixtape/core/allocator.hpp>
 
@@ -43,17 +44,24 @@ inline void print_summary(const RunResult& r, std::FILE* out = stdout) {
 
 /// One JSON line with the peer's fields (../shared/reference/torch_gpt.py), for scripts that pair
 /// the two and print ratios.
+/// A JSON number, or null for NaN and infinities (which JSON cannot spell).
+inline std::string json_number(double x, const char* format = "%.6f") {
+  char b[48];
+  std::snprintf(b, sizeof b, format, x);
+  return std::isfinite(x) ? std::string(b) : std::string("null");
+}
+
 inline void print_json(const RunResult& r, std::FILE* out = stdout) {
   const double first = r.train_curve.empty() ? std::nan("") : r.train_curve.front().loss;
   const double last = r.train_curve.empty() ? std::nan("") : r.train_curve.back().loss;
   std::fprintf(out,
                "{\"workload\": \"gpt\", \"impl\": \"mixtape\", \"precision\": \"%s\", \"per_s\": %.1f, "
-               "\"step_ms\": %.4f, \"peak_mib\": %.2f, \"loss_first\": %.6f, \"loss_last\": %.6f, "
-               "\"entropy_rate\": %.10f, \"val_loss\": %.6f, \"steps\": %lld, \"skipped\": %lld, "
+               "\"step_ms\": %.4f, \"peak_mib\": %.2f, \"loss_first\": %s, \"loss_last\": %s, "
+               "\"entropy_rate\": %s, \"val_loss\": %s, \"steps\": %lld, \"skipped\": %lld, "
                "\"device\": \"%s\"}\n",
-               r.precision.c_str(), r.tokens_per_s, r.step_ms, mib(r.peak_total), first, last, r.entropy_rate,
-               r.val_loss, static_cast<long long>(r.steps + r.skipped), static_cast<long long>(r.skipped),
-               r.device.c_str());
+               r.precision.c_str(), r.tokens_per_s, r.step_ms, mib(r.peak_total), json_number(first).c_str(),
+               json_number(last).c_str(), json_number(r.entropy_rate, "%.10f").c_str(), json_number(r.val_loss).c_str(),
+               static_cast<long long>(r.steps + r.skipped), static_cast<long long>(r.skipped), r.device.c_str());
 }
 
 }  // namespace train

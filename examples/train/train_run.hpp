@@ -127,14 +127,21 @@ RunResult train_policy(const TrainOptions& o) {
   const auto t0 = Clock::now();
   auto t_first = t0;
   std::int64_t logged = 0;  // steps whose loss reached the host
+  // JSON has no NaN or infinity: a non-finite value is written as null.
+  const auto num = [](double x) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.7g", x);
+    return std::isfinite(x) ? std::string(b) : std::string("null");
+  };
   auto drain = [&](const mt::optim::StepScalarValues& v) {
     const std::int64_t done = v.step + v.skipped;
     if (done <= logged) return;
     logged = done;
     r.train_curve.push_back({done, static_cast<double>(v.loss)});
     if (log.is_open())
-      log << "{\"step\": " << done << ", \"loss\": " << v.loss << ", \"lr\": " << v.lr << ", \"grad_norm\": "
-          << v.grad_norm << ", \"loss_scale\": " << v.loss_scale << ", \"skipped\": " << v.skipped << "}\n";
+      log << "{\"step\": " << done << ", \"loss\": " << num(v.loss) << ", \"lr\": " << num(v.lr)
+          << ", \"grad_norm\": " << num(v.grad_norm) << ", \"loss_scale\": " << num(v.loss_scale)
+          << ", \"skipped\": " << v.skipped << "}\n";
   };
   for (std::int64_t s = 0; s < o.steps; ++s) {
     const auto ts = Clock::now();
@@ -154,7 +161,7 @@ RunResult train_policy(const TrainOptions& o) {
     if (o.val_every > 0 && (s + 1) % o.val_every == 0 && s + 1 < o.steps) {
       const double vl = detail::validate(ctx, gpt, chain.stream(1), val_batches, b, t);
       r.val_curve.push_back({s + 1, vl});
-      if (log.is_open()) log << "{\"step\": " << s + 1 << ", \"val_loss\": " << vl << "}\n";
+      if (log.is_open()) log << "{\"step\": " << s + 1 << ", \"val_loss\": " << num(vl) << "}\n";
     }
   }
   ctx.synchronize();
@@ -178,7 +185,7 @@ RunResult train_policy(const TrainOptions& o) {
 
   r.val_loss = o.val_tokens > 0 ? detail::validate(ctx, gpt, chain.stream(1), val_batches, b, t) : std::nan("");
   r.val_curve.push_back({o.steps, r.val_loss});
-  if (log.is_open()) log << "{\"step\": " << o.steps << ", \"val_loss\": " << r.val_loss << "}\n";
+  if (log.is_open()) log << "{\"step\": " << o.steps << ", \"val_loss\": " << num(r.val_loss) << "}\n";
   return r;
 }
 

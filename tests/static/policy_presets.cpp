@@ -165,6 +165,22 @@ static_assert(!policy_rules<Policy<f32, f32, quant::nf4, f32>>::role_type);
 static_assert(!policy_rules<Policy<none_t, f32, f32, f32>>::role_type);
 static_assert(!policy_rules<Policy<f32, quant::nf4, f32, f32>>::role_type);
 
+// ---- mixtape's variants of the true half presets -----------------------------------------------
+static_assert(same<policy_traits<pr::bf16_true_sr>::param_type, bf16> &&
+              same<policy_traits<pr::bf16_true_sr>::update_math_type, f32> &&
+              policy_traits<pr::bf16_true_sr>::stochastic_rounding && !policy_traits<pr::bf16_true_sr>::needs_master &&
+              memory_model<pr::bf16_true_sr>::adamw_total == 8.0);
+static_assert(same<policy_traits<pr::f16_true_f32_state>::param_type, f16> &&
+              same<policy_traits<pr::f16_true_f32_state>::grad_type, f16> &&
+              same<policy_traits<pr::f16_true_f32_state>::moment1_type, f32> &&
+              same<policy_traits<pr::f16_true_f32_state>::moment2_type, f32> &&
+              same<policy_traits<pr::f16_true_f32_state>::update_math_type, f32> &&
+              policy_traits<pr::f16_true_f32_state>::update_rounding == UpdateRounding::nearest &&
+              policy_traits<pr::f16_true_f32_state>::loss_scaling == LossScaling::none &&
+              memory_model<pr::f16_true_f32_state>::adamw_total == 12.0);
+static_assert(PresetRegistry<pr::all_presets>::kSize == 8 && PresetRegistry<pr::all_presets>::find("bf16-true-sr") == 6 &&
+              PresetRegistry<pr::all_presets>::find("16-true-f32-state") == 7);
+
 }  // namespace
 
 // Explicit instantiation of every preset's traits checks all rules for it.
@@ -174,7 +190,10 @@ template struct mixtape::policy_traits<mixtape::precision::f16_true>;
 template struct mixtape::policy_traits<mixtape::precision::bf16_true>;
 template struct mixtape::policy_traits<mixtape::precision::f16_mixed>;
 template struct mixtape::policy_traits<mixtape::precision::bf16_mixed>;
+template struct mixtape::policy_traits<mixtape::precision::bf16_true_sr>;
+template struct mixtape::policy_traits<mixtape::precision::f16_true_f32_state>;
 
 // The checks above run at compile time; this case makes the executable a ctest that says so.
 #include <catch2/catch.hpp>
 TEST_CASE("policy static checks compiled", "[static][policy]") { SUCCEED("static_asserts of presets and shapes hold"); }
+
