@@ -260,3 +260,16 @@ TEST_CASE("double to float and float to double", "[numeric][encode]") {
   }
   MIXTAPE_CHECK_NONE(wrong);
 }
+
+TEST_CASE("f32 -> bf16 nearest-even: the branch-free host path equals the portable one for every float",
+          "[numeric][encode][exhaustive]") {
+  std::uint64_t differ = 0;
+  for (std::uint64_t i = 0; i <= 0xFFFFFFFFull; ++i) {
+    const auto x = static_cast<std::uint32_t>(i);
+    differ += mixtape::detail::convert_bits<mixtape::detail::BF16Format, mixtape::detail::F32Format,
+                                            mixtape::Rounding::nearest_even>(x, 0) !=
+              mixtape::detail::convert_bits_portable<mixtape::detail::BF16Format, mixtape::detail::F32Format,
+                                                     mixtape::Rounding::nearest_even>(x, 0);
+  }
+  CHECK(differ == 0);
+}

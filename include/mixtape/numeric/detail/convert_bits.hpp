@@ -37,7 +37,17 @@ MIXTAPE_HOST_DEVICE constexpr typename To::storage_type convert_bits(typename Fr
     if (!__builtin_is_constant_evaluated()) return cuda::convert_fast<To, From, R>(x, random);
   }
 #endif
-  return convert_bits_portable<To, From, R>(x, random);
+  if constexpr (std::is_same_v<To, BF16Format> && std::is_same_v<From, F32Format> && R == Rounding::nearest_even) {
+    // f32 -> bf16 nearest-even is an add and a shift on the top half (overflow carries into inf,
+    // subnormals round the same way); NaN becomes the canonical quiet NaN with the sign, as the
+    // portable path makes it. Branch-free, so host element-wise loops that store bf16 vectorise.
+    const std::uint32_t u = x;
+    const std::uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    const std::uint32_t nan = ((u >> 16) & 0x8000u) | BF16Format::kNaN;
+    return static_cast<std::uint16_t>((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
+  } else {
+    return convert_bits_portable<To, From, R>(x, random);
+  }
 }
 
 /// Exact widening of an encoding to f32 bits (every format here widens to f32 exactly).
