@@ -13,6 +13,7 @@
 
 #include <mixtape/policy.hpp>
 
+#include "built_policies.hpp"
 #include "train/loss_plot.hpp"
 #include "train/train_options.hpp"
 
@@ -67,14 +68,22 @@ int main(int argc, char** argv) {
       }
       return false;
     });
-    if (names.empty())
-      for (const auto& e : Presets::entries()) names.push_back(std::string(e.name));
+    if (names.empty())  // every preset built into this binary
+      for (const auto& e : Presets::entries())
+        if (Presets::dispatch(e.name, []<class P>() { return train::kBuilt<P>; })) names.push_back(std::string(e.name));
     o.quiet = true;
     std::vector<train::RunResult> runs;
     for (const auto& n : names) {
       std::fprintf(stderr, "training %s ...\n", n.c_str());
       o.precision = n;
-      runs.push_back(Presets::dispatch(n, [&]<class P>() { return train::train_policy<P>(o); }));
+      runs.push_back(Presets::dispatch(n, [&]<class P>() -> train::RunResult {
+        if constexpr (train::kBuilt<P>) {
+          return train::train_policy<P>(o);
+        } else {
+          MIXTAPE_THROW(mt::ValueError, "precision '", P::name, "' is not built into this binary (built: ",
+                        train::kBuiltPolicies, ")");
+        }
+      }));
       std::fprintf(stderr, "  validation loss %.4f, %.0f tokens/s\n", runs.back().val_loss, runs.back().tokens_per_s);
     }
     double best = 1e300;

@@ -11,6 +11,7 @@
 
 #include <mixtape/policy.hpp>
 
+#include "built_policies.hpp"
 #include "train/train_options.hpp"
 #include "train/train_report.hpp"
 
@@ -33,8 +34,14 @@ int main(int argc, char** argv) {
       json = true;  // a flag without a value
       return true;
     });
-    const train::RunResult r =
-        Presets::dispatch(o.precision, [&]<class P>() { return train::train_policy<P>(o); });  // unknown: lists valid
+    const train::RunResult r = Presets::dispatch(o.precision, [&]<class P>() -> train::RunResult {  // unknown: lists valid
+      if constexpr (train::kBuilt<P>) {
+        return train::train_policy<P>(o);
+      } else {
+        MIXTAPE_THROW(mt::ValueError, "precision '", P::name, "' is not built into this binary (built: ",
+                      train::kBuiltPolicies, "); reconfigure with -DMIXTAPE_EXAMPLE_POLICIES=\"...\" to add it");
+      }
+    });
     train::print_summary(r, json ? stderr : stdout);
     if (json) train::print_json(r);
     return 0;

@@ -10,11 +10,16 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <string>
 #include <unistd.h>
 #include <vector>
 
+#include <mixtape/io/checkpoint.hpp>
+#include <mixtape/io/token_file.hpp>
 #include <mixtape/mixtape.hpp>
 
 #include "train_options.hpp"
@@ -77,6 +82,64 @@ double validate(const mixtape::ExecutionContext& ctx, const Model& gpt, Stream s
   return total / static_cast<double>(batches);
 }
 
+/// The training data: the Markov corpus (stream 0 trains, stream 1 validates) or token files
+/// (io/token_file.hpp: the held-out tail validates).
+class Data {
+ public:
+  explicit Data(const TrainOptions& o) : val_tokens_(o.val_tokens) {
+    if (o.data == "markov") {
+      chain_.emplace(o.vocab);
+      stream_.emplace(chain_->stream(0));
+    } else {
+      tokens_.emplace(mixtape::io::TokenDataset::open(o.data, o.vocab, o.val_tokens));
+      cursor_.emplace(tokens_->train_cursor());
+    }
+  }
+  /// The corpus's entropy rate (-1 for files: unknown).
+  double entropy_rate() const { return chain_ ? chain_->entropy_rate() : -1.0; }
+  /// Validation batches of (b, t) for the requested tokens (0 when none are requested).
+  std::int64_t val_batches(std::int64_t b, std::int64_t t) const {
+    if (val_tokens_ <= 0) return 0;
+    if (chain_) return std::max<std::int64_t>(1, val_tokens_ / (b * t));
+    const std::int64_t n = (tokens_->val_size() - 1) / (b * t);
+    MIXTAPE_EXPECT(n >= 1, mixtape::ValueError, "--val-tokens ", val_tokens_, ": the held-out split has ",
+                   tokens_->val_size(), " tokens, fewer than one batch of ", b, " x ", t, " + 1");
+    return n;
+  }
+  /// Where the next training batch starts (the Markov stream's state or the token position).
+  std::uint64_t position() const {
+    return stream_ ? stream_->state() : static_cast<std::uint64_t>(cursor_->position());
+  }
+  void set_position(std::uint64_t p) {
+    if (stream_) {
+      stream_->set_state(p);
+    } else {
+      cursor_->set_position(static_cast<std::int64_t>(p));
+    }
+  }
+  void next_train(std::int64_t b, std::int64_t t, std::int32_t* x, std::int32_t* y) {
+    if (stream_) {
+      stream_->next_batch(b, t, x, y);
+    } else {
+      cursor_->next_batch(b, t, x, y);
+    }
+  }
+  /// Mean loss over `batches` validation batches, always from the split's start.
+  template <class Model>
+  double validate(const mixtape::ExecutionContext& ctx, const Model& gpt, std::int64_t batches, std::int64_t b,
+                  std::int64_t t) const {
+    if (chain_) return detail::validate(ctx, gpt, chain_->stream(1), batches, b, t);
+    return detail::validate(ctx, gpt, tokens_->val_cursor(), batches, b, t);
+  }
+
+ private:
+  std::int64_t val_tokens_;
+  std::optional<mixtape::io::MarkovChain> chain_;
+  std::optional<mixtape::io::MarkovStream> stream_;
+  std::optional<mixtape::io::TokenDataset> tokens_;
+  std::optional<mixtape::io::TokenCursor> cursor_;
+};
+
 }  // namespace detail
 
 template <class P>
@@ -105,15 +168,42 @@ RunResult train_policy(const TrainOptions& o) {
   mt::optim::TrainStep<P, mt::optim::AdamW<P>> step(
       ctx, store, opt, {.schedule = {.base_lr = o.lr, .warmup_steps = o.warmup}, .clip_norm = 1.0});
 
-  MIXTAPE_EXPECT(o.data == "markov", mt::ValueError, "--data: only the built-in 'markov' corpus is available in this build, got '",
-                 o.data, "'");
-  const mt::io::MarkovChain chain(o.vocab);
-  r.entropy_rate = chain.entropy_rate();
-  mt::io::MarkovStream train_stream = chain.stream(0);
   const std::int64_t b = o.batch, t = o.ctx;
-  const std::int64_t val_batches = std::max<std::int64_t>(1, o.val_tokens / (b * t));
+  detail::Data data(o);
+  r.entropy_rate = data.entropy_rate();
+  const std::int64_t val_batches = data.val_batches(b, t);
   std::vector<std::int32_t> xh(static_cast<std::size_t>(b * t)), yh(xh.size());
   auto x = mt::Tensor<std::int32_t>::empty(ctx, {b, t}), y = mt::Tensor<std::int32_t>::empty(ctx, {b, t});
+
+  // Checkpoints: what identifies the run (a resume must match it) and where it stands.
+  const std::map<std::string, std::string> identity{
+      {"precision", r.precision},           {"vocab", std::to_string(o.vocab)},  {"ctx", std::to_string(o.ctx)},
+      {"d", std::to_string(o.dim)},         {"layers", std::to_string(o.layers)}, {"heads", std::to_string(o.heads)},
+      {"batch", std::to_string(o.batch)},   {"data", o.data},                    {"seed", std::to_string(o.seed)}};
+  std::int64_t first_step = 0;
+  if (!o.resume.empty()) {
+    const std::string file = o.resume + "/checkpoint.safetensors";
+    auto meta = mt::io::load_checkpoint(ctx, store, step.scalars(), file);
+    for (const auto& [k, v] : identity) {
+      MIXTAPE_EXPECT(meta.count(k) != 0 && meta[k] == v, mt::ValueError, "--resume ", o.resume, ": the checkpoint was trained with ",
+                     k, " '", meta.count(k) ? meta[k] : std::string("(none)"), "', this run has '", v,
+                     "' (the model was not changed)");
+    }
+    first_step = std::stoll(meta.at("step"));
+    data.set_position(std::stoull(meta.at("data.position")));
+    ctx.set_rng_offset(std::stoull(meta.at("rng.offset")));
+    MIXTAPE_EXPECT(first_step <= o.steps, mt::ValueError, "--resume ", o.resume, ": the checkpoint is at step ",
+                   first_step, ", past --steps ", o.steps);
+  }
+  auto save = [&](std::int64_t done) {
+    if (o.save.empty()) return;
+    std::filesystem::create_directories(o.save);
+    auto meta = identity;
+    meta["step"] = std::to_string(done);
+    meta["data.position"] = std::to_string(data.position());
+    meta["rng.offset"] = std::to_string(ctx.rng_offset());
+    mt::io::save_checkpoint(ctx, store, step.scalars(), meta, o.save + "/checkpoint.safetensors");
+  };
 
   std::ofstream log;
   if (!o.log.empty()) {
@@ -143,23 +233,25 @@ RunResult train_policy(const TrainOptions& o) {
           << ", \"grad_norm\": " << num(v.grad_norm) << ", \"loss_scale\": " << num(v.loss_scale)
           << ", \"skipped\": " << v.skipped << "}\n";
   };
-  for (std::int64_t s = 0; s < o.steps; ++s) {
+  for (std::int64_t s = first_step; s < o.steps; ++s) {
     const auto ts = Clock::now();
-    train_stream.next_batch(b, t, xh.data(), yh.data());
+    data.next_train(b, t, xh.data(), yh.data());
     mt::copy(ctx, mt::Tensor<std::int32_t>::wrap(xh.data(), {b, t}), x);
     mt::copy(ctx, mt::Tensor<std::int32_t>::wrap(yh.data(), {b, t}), y);
     step(ctx, tape, [&](ag::Tape& tp, int) { return gpt.loss(tp, x, y); });
     ctx.synchronize();  // the peer's timing: a device synchronize around every step
     const auto te = Clock::now();
     step_s.push_back(std::chrono::duration<double>(te - ts).count());
-    if (s == 0) t_first = te;
+    if (s == first_step) t_first = te;
     if (auto v = step.scalars().read_previous()) drain(*v);
     const double elapsed = std::chrono::duration<double>(te - t_first).count();
-    const double tps = s > 0 ? static_cast<double>(s * b * t) / elapsed : 0.0;
+    const std::int64_t timed_steps = s - first_step;
+    const double tps = timed_steps > 0 ? static_cast<double>(timed_steps * b * t) / elapsed : 0.0;
     progress.update(s + 1, r.train_curve.empty() ? 0.0 : r.train_curve.back().loss, tps,
-                    s > 0 ? elapsed / static_cast<double>(s) * static_cast<double>(o.steps - 1 - s) : 0.0);
+                    timed_steps > 0 ? elapsed / static_cast<double>(timed_steps) * static_cast<double>(o.steps - 1 - s)
+                                    : 0.0);
     if (o.val_every > 0 && (s + 1) % o.val_every == 0 && s + 1 < o.steps) {
-      const double vl = detail::validate(ctx, gpt, chain.stream(1), val_batches, b, t);
+      const double vl = data.validate(ctx, gpt, val_batches, b, t);
       r.val_curve.push_back({s + 1, vl});
       if (log.is_open()) log << "{\"step\": " << s + 1 << ", \"val_loss\": " << num(vl) << "}\n";
     }
@@ -173,17 +265,20 @@ RunResult train_policy(const TrainOptions& o) {
   r.skipped = final_v.skipped;
   r.seconds = std::chrono::duration<double>(t_end - t0).count();
   const double timed = std::chrono::duration<double>(t_end - t_first).count();
-  r.tokens_per_s = o.steps > 1 ? static_cast<double>((o.steps - 1) * b * t) / timed
-                               : static_cast<double>(b * t) / r.seconds;
+  const std::int64_t ran = o.steps - first_step;
+  r.tokens_per_s = ran > 1 ? static_cast<double>((ran - 1) * b * t) / timed
+                           : static_cast<double>(ran * b * t) / r.seconds;
   std::sort(step_s.begin(), step_s.end());
-  r.step_ms = 1e3 * step_s[step_s.size() / 2];
+  r.step_ms = step_s.empty() ? 0.0 : 1e3 * step_s[step_s.size() / 2];
+  save(o.steps);
   for (int i = 0; i < mt::kMemoryRoleCount; ++i) r.peak_bytes[i] = ctx.allocator().counters().peak(static_cast<mt::MemoryRole>(i));
   r.peak_total = ctx.allocator().counters().peak_total();
   const std::size_t tail = std::min<std::size_t>(10, r.train_curve.size());
+  r.train_loss = tail == 0 ? std::nan("") : 0.0;
   for (std::size_t i = r.train_curve.size() - tail; i < r.train_curve.size(); ++i)
     r.train_loss += r.train_curve[i].loss / static_cast<double>(tail);
 
-  r.val_loss = o.val_tokens > 0 ? detail::validate(ctx, gpt, chain.stream(1), val_batches, b, t) : std::nan("");
+  r.val_loss = val_batches > 0 ? data.validate(ctx, gpt, val_batches, b, t) : std::nan("");
   r.val_curve.push_back({o.steps, r.val_loss});
   if (log.is_open()) log << "{\"step\": " << o.steps << ", \"val_loss\": " << num(r.val_loss) << "}\n";
   return r;
