@@ -56,8 +56,9 @@ expect_output("runs past the end of the file (16 bytes): truncated or not safete
 file(READ ${CMAKE_CURRENT_LIST_DIR}/../../README.md text)
 file(WRITE ${DIR}/readme.txt "${text}")
 run(0 --device cpu --precision 32-true --vocab 256 --ctx 16 --d 32 --layers 1 --heads 2 --batch 4 --steps 5
-    --data ${DIR}/readme.txt --val-tokens 512)
+    --data ${DIR}/readme.txt --val-tokens 512 --sample 20)
 expect_output("validation loss")
+expect_output("sample  ")
 
 # 4. A malformed token file is refused with the file named.
 file(WRITE ${DIR}/bad.bin "abc")

@@ -14,6 +14,8 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <random>
+#include <span>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -117,6 +119,14 @@ class Data {
       cursor_->set_position(static_cast<std::int64_t>(p));
     }
   }
+  /// The first token of the validation data (where --sample starts).
+  void first_val_token(std::int64_t, std::int64_t, std::int32_t* x, std::int32_t* y) const {
+    if (chain_) {
+      chain_->stream(1).next_batch(1, 1, x, y);
+    } else {
+      (tokens_->val_size() >= 2 ? tokens_->val_cursor() : tokens_->train_cursor()).next_batch(1, 1, x, y);
+    }
+  }
   void next_train(std::int64_t b, std::int64_t t, std::int32_t* x, std::int32_t* y) {
     if (stream_) {
       stream_->next_batch(b, t, x, y);
@@ -139,6 +149,41 @@ class Data {
   std::optional<mixtape::io::TokenDataset> tokens_;
   std::optional<mixtape::io::TokenCursor> cursor_;
 };
+
+/// `n` tokens sampled from the model (temperature 1, std::mt19937_64 seeded with `seed`), each
+/// conditioned on the last ctx tokens so far, starting from `first`; as text for byte corpora.
+template <class Model>
+std::string sample(const mixtape::ExecutionContext& ctx, const Model& gpt, std::int32_t first, std::int64_t n,
+                   std::int64_t context, std::uint64_t seed, bool as_text) {
+  namespace mt = mixtape;
+  std::vector<std::int32_t> tokens{first};
+  std::mt19937_64 rng(seed);
+  mt::autograd::Tape tape(ctx);
+  mt::autograd::NoGradGuard no_grad(tape);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const auto t = static_cast<std::int64_t>(std::min<std::size_t>(tokens.size(), static_cast<std::size_t>(context)));
+    const auto ids = mt::from_host<std::int32_t>(ctx, std::span(tokens).last(static_cast<std::size_t>(t)), {1, t});
+    const auto logits = gpt.logits(tape, ids).value();  // (t, V)
+    const auto last = mt::to_vector(ctx, logits.slice(0, t - 1, 1).flatten());
+    double mx = -1e300;
+    for (const auto& l : last) mx = std::max(mx, static_cast<double>(l));
+    std::vector<double> w;
+    for (const auto& l : last) w.push_back(std::exp(static_cast<double>(l) - mx));
+    std::discrete_distribution<std::int32_t> pick(w.begin(), w.end());
+    tokens.push_back(pick(rng));
+    tape.clear();
+  }
+  std::string out;
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    if (as_text) {  // bytes of a text corpus: printable ones as they are, the rest escaped
+      const int c = tokens[i];
+      out += (c >= 32 && c < 127) ? std::string(1, static_cast<char>(c)) : c == '\n' ? std::string("\\n") : "\\x" + std::to_string(c);
+    } else {
+      out += (i ? " " : "") + std::to_string(tokens[i]);
+    }
+  }
+  return out;
+}
 
 }  // namespace detail
 
@@ -280,6 +325,12 @@ RunResult train_policy(const TrainOptions& o) {
 
   r.val_loss = val_batches > 0 ? data.validate(ctx, gpt, val_batches, b, t) : std::nan("");
   r.val_curve.push_back({o.steps, r.val_loss});
+  if (o.sample > 0) {
+    std::int32_t first = 0, unused = 0;
+    data.first_val_token(b, t, &first, &unused);
+    const bool text = o.data.size() >= 4 && o.data.compare(o.data.size() - 4, 4, ".txt") == 0;
+    r.sample = detail::sample(ctx, gpt, first, o.sample, o.ctx, o.seed, text);
+  }
   if (log.is_open()) log << "{\"step\": " << o.steps << ", \"val_loss\": " << num(r.val_loss) << "}\n";
   return r;
 }
