@@ -30,9 +30,15 @@ namespace train {
 
 namespace detail {
 
-/// The device a run uses: "auto" picks the first GPU when one is present.
+/// The device a run uses: "auto" picks the first GPU when one is present and this unit was compiled
+/// with the CUDA kernels (examples/CMakeLists.txt: MIXTAPE_EXAMPLES_CUDA), else the CPU.
 inline mixtape::Device pick_device(const std::string& s) {
-  return s == "auto" ? mixtape::default_device() : mixtape::parse_device(s);
+  if (s != "auto") return mixtape::parse_device(s);
+#if MIXTAPE_HAS_KERNELS
+  return mixtape::default_device();
+#else
+  return mixtape::Device::cpu();
+#endif
 }
 
 /// Progress on stderr: one rewritten line on a terminal, a plain line every tenth of the run
@@ -227,13 +233,14 @@ RunResult train_policy(const TrainOptions& o) {
       {"batch", std::to_string(o.batch)},   {"data", o.data},                    {"seed", std::to_string(o.seed)}};
   std::int64_t first_step = 0;
   if (!o.resume.empty()) {
-    const std::string file = o.resume + "/checkpoint.safetensors";
-    auto meta = mt::io::load_checkpoint(ctx, store, step.scalars(), file);
-    for (const auto& [k, v] : identity) {
-      MIXTAPE_EXPECT(meta.count(k) != 0 && meta[k] == v, mt::ValueError, "--resume ", o.resume, ": the checkpoint was trained with ",
-                     k, " '", meta.count(k) ? meta[k] : std::string("(none)"), "', this run has '", v,
-                     "' (the model was not changed)");
+    const auto file = mt::io::SafetensorsFile::read(o.resume + "/checkpoint.safetensors");
+    auto meta = file.metadata();
+    for (const auto& [k, v] : identity) {  // before anything is loaded
+      MIXTAPE_EXPECT(meta.count(k) != 0 && meta[k] == v, mt::ValueError, "--resume ", o.resume,
+                     ": the checkpoint was trained with ", k, " '", meta.count(k) ? meta[k] : std::string("(none)"),
+                     "', this run has '", v, "'");
     }
+    mt::io::load_checkpoint(ctx, store, step.scalars(), file);
     first_step = std::stoll(meta.at("step"));
     data.set_position(std::stoull(meta.at("data.position")));
     ctx.set_rng_offset(std::stoull(meta.at("rng.offset")));

@@ -91,15 +91,15 @@ inline void save_checkpoint(const ExecutionContext& ctx, const nn::ParameterStor
   w.write(path);
 }
 
-/// Reads `path` into the store and the step scalars after checking that it matches the model
-/// exactly; returns the metadata.
+/// Copies a checkpoint file into the store and the step scalars after checking that it matches
+/// the model exactly; returns the metadata (a caller checks its own keys first, from f.metadata()).
 /// @throws ValueError for a missing, truncated or corrupt file, a missing or extra tensor, or a
 ///         dtype or shape that differs (naming the tensor, the file's and the model's); nothing
 ///         is written then
 inline std::map<std::string, std::string> load_checkpoint(const ExecutionContext& ctx, nn::ParameterStore& store,
-                                                          optim::StepScalars& scalars, const std::string& path) {
+                                                          optim::StepScalars& scalars, const SafetensorsFile& f) {
   MIXTAPE_EXPECT(store.allocated(), ValueError, "load_checkpoint: the parameter store is not allocated");
-  const SafetensorsFile f = SafetensorsFile::read(path);
+  const std::string& path = f.path();
   const auto views = detail::checkpoint_views(store);
   std::map<std::string, int> expected;
   for (const auto& [name, view] : views) {
@@ -136,8 +136,14 @@ inline std::map<std::string, std::string> load_checkpoint(const ExecutionContext
   optim::StepScalarValues v;
   std::memcpy(&v, s.data.data(), sizeof v);
   scalars.write(ctx, v);
-  ctx.synchronize();  // the file's bytes are about to go away
+  ctx.synchronize();
   return f.metadata();
+}
+
+/// load_checkpoint from a path (the file is read once, checked, then copied in).
+inline std::map<std::string, std::string> load_checkpoint(const ExecutionContext& ctx, nn::ParameterStore& store,
+                                                          optim::StepScalars& scalars, const std::string& path) {
+  return load_checkpoint(ctx, store, scalars, SafetensorsFile::read(path));
 }
 
 }  // namespace mixtape::io
