@@ -149,6 +149,35 @@ TEST_CASE("Sgd<32-true> with momentum over a store equals a standalone update of
   }
 }
 
+TEST_CASE("AdamW with an f32 master for bf16 parameters: the master is updated, the parameter is its rounding",
+          "[optim][adamw][store][master]") {
+  // MS-AMP O1's optimizer shape on the host: bf16 weights and gradients, f32 master and moments.
+  struct P : PolicyWith<precision::bf16_true, role::master<f32>, role::state<f32>> {};
+  ParameterStore store;
+  Linear<P> fc(ModuleScope{store, "fc"}, 24, 8);
+  store.allocate(host());
+  initialize(host(), store);
+  REQUIRE(fc.weight().view(ParamRole::master).dtype() == DType::f32);
+  REQUIRE(fc.weight().view(ParamRole::weight).dtype() == DType::bf16);
+  fill_uniform(fc.weight().view(ParamRole::grad).as<bf16>(), -1, 1);
+  fill_uniform(fc.bias()->view(ParamRole::grad).as<bf16>(), -1, 1);
+  const auto master0 = to_vector(host(), fc.weight().view(ParamRole::master).as<float>());
+  optim::AdamW<P> opt(host(), store, {.beta2 = 0.95, .weight_decay = 0.1});
+  optim::StepScalars scalars(host());
+  scalars.set_lr(host(), 1e-4f);  // below half a bf16 ulp of most weights: only the master moves
+  opt.step(host(), scalars);
+  const auto master = to_vector(host(), fc.weight().view(ParamRole::master).as<float>());
+  const auto weight = to_vector(host(), fc.weight().view(ParamRole::weight).as<bf16>());
+  int moved = 0;
+  bool rounded = true;
+  for (std::size_t i = 0; i < master.size(); ++i) {
+    moved += master[i] != master0[i];
+    rounded = rounded && weight[i] == bf16(master[i]);
+  }
+  CHECK(moved == static_cast<int>(master.size()));  // every master element took its update
+  CHECK(rounded);                                   // the stored weight is the nearest bf16 of it
+}
+
 TEST_CASE("AdamW: a non-finite step is skipped and counted, nothing changes", "[optim][adamw][store]") {
   ParameterStore store;
   Linear<precision::f32_true> fc(ModuleScope{store, "fc"}, 8, 4);

@@ -51,6 +51,9 @@ inline bool gelu_lanes_available() noexcept {
 }
 
 #if MIXTAPE_GELU_HOST_AVX512
+// The all-lanes masked forms compute the same as the unmasked intrinsics; GCC 12 warns that the
+// unmasked ones' undefined pass-through "may be used uninitialized" (its bug 105593).
+inline constexpr __mmask16 kAll = 0xFFFF;
 #define MIXTAPE_GELU_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 
 /// 16 values (masked tail: 0 in the off lanes) widened to f32.
@@ -60,7 +63,7 @@ MIXTAPE_GELU_TARGET inline __m512 gelu_load(const T* p, __mmask16 m) {
     return _mm512_maskz_loadu_ps(m, p);
   } else {  // bf16: the f32 with the same top 16 bits (exact)
     const __m256i h = _mm256_maskz_loadu_epi16(m, p);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAll, _mm512_maskz_cvtepu16_epi32(kAll, h), 16));
   }
 }
 
@@ -84,8 +87,8 @@ MIXTAPE_GELU_TARGET inline __m512 gelu_tanh16(__m512 u) {
   a = _mm512_mask_mov_ps(a, _mm512_cmp_ps_mask(a, _mm512_set1_ps(22.0f), _CMP_GT_OQ), _mm512_set1_ps(22.0f));
   const __m512 z = _mm512_mul_ps(_mm512_set1_ps(-2.0f), a);
   // expm1_nonpositive<float>(z)
-  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(z, _mm512_set1_ps(float(1.44269504088896340736))),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 k = _mm512_maskz_roundscale_ps(kAll, _mm512_mul_ps(z, _mm512_set1_ps(float(1.44269504088896340736))),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 sign_bit = _mm512_castsi512_ps(_mm512_set1_epi32(static_cast<int>(0x80000000u)));
   const __m512 nk = _mm512_xor_ps(k, sign_bit);  // -k: a sign flip, as the scalar negation
   __m512 r = _mm512_fmadd_ps(nk, _mm512_set1_ps(0.693145751953125f), z);
@@ -99,8 +102,8 @@ MIXTAPE_GELU_TARGET inline __m512 gelu_tanh16(__m512 u) {
   q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.5f));
   const __m512 r2 = _mm512_mul_ps(r, r);
   const __m512 p = _mm512_fmadd_ps(r2, q, r);
-  const __m512i ki = _mm512_cvttps_epi32(k);  // k is integral: truncation is the conversion
-  const __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(ki, _mm512_set1_epi32(127)), 23));
+  const __m512i ki = _mm512_maskz_cvttps_epi32(kAll, k);  // k is integral: truncation is the conversion
+  const __m512 scale = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAll, _mm512_add_epi32(ki, _mm512_set1_epi32(127)), 23));
   __m512 e = _mm512_fmadd_ps(scale, p, _mm512_sub_ps(scale, _mm512_set1_ps(1.0f)));
   e = _mm512_mask_mov_ps(e, _mm512_cmpeq_epi32_mask(ki, _mm512_setzero_si512()), p);
   // t = -e / (e + 2), then |t| with u's sign; NaN passes through.
