@@ -21,10 +21,6 @@
 /// @endcode
 #pragma once
 
-#include <optional>
-#include <tuple>
-#include <utility>
-#include <vector>
 
 #include "mixtape/optim/step_scalars.hpp"
 #include "mixtape/optim/store_groups.hpp"
@@ -38,46 +34,14 @@ MIXTAPE_BACKEND_BEGIN
 /// @tparam Ps  the policies of the store's modules (one group each; a parameter belongs to the
 ///             first policy whose formats it has)
 template <PrecisionPolicy... Ps>
-class AdamW {
-  static_assert(sizeof...(Ps) >= 1, "AdamW: name the policy of the model's modules");
-
+class AdamW : public StoreOptimizer<AdamW<Ps...>, AdamWHyper, Ps...> {
  public:
   /// @param store  an allocated store; its buffers must outlive the optimizer
   AdamW(const ExecutionContext& ctx, nn::ParameterStore& store, const AdamWHyper& hyper = {},
         const OptimizerOptions& options = {})
-      : store_(&store), hyper_(hyper), options_(options), groups_(build(ctx, store, options)) {
-    kernels::detail::check_hyper(hyper_);
-  }
+      : StoreOptimizer<AdamW<Ps...>, AdamWHyper, Ps...>("AdamW", ctx, store, hyper, options) {}
 
-  const AdamWHyper& hyper() const noexcept { return hyper_; }
-  /// The flat gradient buffers (for GradScaler's unscale and for clipping).
-  std::vector<TensorRef> grads() const { return detail::gradient_buffers(*store_); }
-  /// Parameters each group updates, by name (for tests and summaries).
-  template <std::size_t I>
-  const std::vector<std::string>& group_names() const noexcept { return std::get<I>(groups_).group.names; }
-
-  /// One optimizer step: every group checked, the step counted (or the skip, when found_inf is
-  /// set), then one update launch per non-empty group.
-  void step(const ExecutionContext& ctx, const StepScalars& scalars) const {
-    std::apply([&](const auto&... g) { (check(ctx, scalars, g), ...); }, groups_);
-    kernels::advance_step(ctx, scalars);
-    std::apply([&](const auto&... g) { (update(ctx, scalars, g), ...); }, groups_);
-  }
-
- private:
-  using Groups = std::tuple<detail::PolicyGroup<Ps>...>;
-
-  static Groups build(const ExecutionContext& ctx, nn::ParameterStore& store, const OptimizerOptions& options) {
-    MIXTAPE_EXPECT(store.allocated(), ValueError, "AdamW: allocate the parameter store first");
-    std::vector<bool> claimed(store.size(), false);
-    // Braced initialisation evaluates left to right: the first policy claims first.
-    Groups g = [&]<std::size_t... I>(std::index_sequence<I...>) {
-      return Groups{detail::make_policy_group<Ps>(ctx, store, claimed, options, static_cast<std::uint32_t>(I))...};
-    }(std::index_sequence_for<Ps...>{});
-    expect_all_claimed("AdamW", store, claimed, policy_labels<Ps...>());
-    return g;
-  }
-
+  /// The kernels' view of one policy's group.
   template <PrecisionPolicy P>
   static auto kernel_group(const detail::PolicyGroup<P>& pg) {
     const StoreGroup<P>& g = pg.group;
@@ -96,27 +60,12 @@ class AdamW {
     k.rng_stream = pg.stream;
     return k;
   }
-
-  template <PrecisionPolicy P>
-  kernels::UpdateOptions update_options(const detail::PolicyGroup<P>& pg) const {
-    return kernels::UpdateOptions{pg.rounding, options_.factors};
+  /// One group's update in update math U.
+  template <class U, class Group>
+  static void launch(const ExecutionContext& ctx, const StepScalars& s, const Group& g, const AdamWHyper& h,
+                     const kernels::UpdateOptions& o) {
+    kernels::adamw_update<U>(ctx, s, g, h, o);
   }
-
-  template <PrecisionPolicy P>
-  void check(const ExecutionContext& ctx, const StepScalars& s, const detail::PolicyGroup<P>& pg) const {
-    if (!pg.group.empty()) kernels::detail::check_group(ctx, s, kernel_group(pg), hyper_, update_options(pg));
-  }
-
-  template <PrecisionPolicy P>
-  void update(const ExecutionContext& ctx, const StepScalars& s, const detail::PolicyGroup<P>& pg) const {
-    using U = typename StoreGroup<P>::types::update_math;
-    if (!pg.group.empty()) kernels::adamw_update<U>(ctx, s, kernel_group(pg), hyper_, update_options(pg));
-  }
-
-  nn::ParameterStore* store_;
-  AdamWHyper hyper_;
-  OptimizerOptions options_;
-  Groups groups_;
 };
 
 MIXTAPE_BACKEND_END

@@ -7,18 +7,21 @@
 /// shared by format, not by policy: the f32 weight buffer of a bf16-mixed model also holds the
 /// weights of an f32 head. A *dtype group* is therefore the set of parameters whose role formats
 /// equal one policy's (weight, gradient, moments, master; with or without a compute copy), and its
-/// segment table touches exactly their elements in the shared buffers. The optimizer classes
-/// (adamw.hpp, sgd.hpp) keep one group per policy they are given and launch one multi-tensor
-/// update per group.
+/// segment table touches exactly their elements in the shared buffers. StoreOptimizer, the base of
+/// the optimizer classes (adamw.hpp, sgd.hpp), keeps one group per policy it is given and launches
+/// one multi-tensor update per group.
 #pragma once
 
 #include <optional>
+#include <tuple>
+#include <utility>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "mixtape/kernels/optimizer.hpp"
 #include "mixtape/nn/parameter.hpp"
+#include "mixtape/optim/step_scalars.hpp"
 #include "mixtape/policy/describe.hpp"
 
 namespace mixtape::optim {
@@ -226,4 +229,82 @@ inline std::vector<TensorRef> gradient_buffers(const nn::ParameterStore& store) 
 
 }  // namespace detail
 
+MIXTAPE_BACKEND_BEGIN
+
+/// What AdamW and Sgd share: one group per policy claimed from the store at construction, the
+/// flat gradient buffers, and a step that checks every group, counts the step once and launches
+/// one multi-tensor update per non-empty group.
+/// @tparam Derived  the optimizer; provides `static auto kernel_group(const detail::PolicyGroup<P>&)`
+///                  (the kernels' group struct) and `template <class U> static void
+///                  launch(ctx, scalars, group, hyper, options)` (one group's update)
+/// @tparam Hyper    its hyperparameters (kernels::AdamWHyper, kernels::SgdHyper)
+/// @tparam Ps       the policies of the store's modules (a parameter belongs to the first whose
+///                  formats it has)
+template <class Derived, class Hyper, PrecisionPolicy... Ps>
+class StoreOptimizer {
+  static_assert(sizeof...(Ps) >= 1, "an optimizer needs the policy of the model's modules");
+
+ public:
+  const Hyper& hyper() const noexcept { return hyper_; }
+  /// The flat gradient buffers (for GradScaler's unscale and for clipping).
+  std::vector<TensorRef> grads() const { return detail::gradient_buffers(*store_); }
+  /// Parameters group I updates, by name (for tests and summaries).
+  template <std::size_t I>
+  const std::vector<std::string>& group_names() const noexcept { return std::get<I>(groups_).group.names; }
+
+  /// One optimizer step: every group checked, the step counted (or the skip, when found_inf is
+  /// set), then one update launch per non-empty group.
+  void step(const ExecutionContext& ctx, const StepScalars& scalars) const {
+    std::apply([&](const auto&... g) { (check(ctx, scalars, g), ...); }, groups_);
+    kernels::advance_step(ctx, scalars);
+    std::apply([&](const auto&... g) { (update(ctx, scalars, g), ...); }, groups_);
+  }
+
+ protected:
+  /// @param name   the optimizer's name, for messages
+  /// @param store  an allocated store; its buffers must outlive the optimizer
+  StoreOptimizer(const char* name, const ExecutionContext& ctx, nn::ParameterStore& store, const Hyper& hyper,
+                 const OptimizerOptions& options)
+      : store_(&store), hyper_(hyper), options_(options), groups_(build(name, ctx, store, options)) {
+    kernels::detail::check_hyper(hyper_);
+  }
+
+ private:
+  using Groups = std::tuple<detail::PolicyGroup<Ps>...>;
+
+  static Groups build(const char* name, const ExecutionContext& ctx, nn::ParameterStore& store,
+                      const OptimizerOptions& options) {
+    MIXTAPE_EXPECT(store.allocated(), ValueError, name, ": allocate the parameter store first");
+    std::vector<bool> claimed(store.size(), false);
+    // Braced initialisation evaluates left to right: the first policy claims first.
+    Groups g = [&]<std::size_t... I>(std::index_sequence<I...>) {
+      return Groups{detail::make_policy_group<Ps>(ctx, store, claimed, options, static_cast<std::uint32_t>(I))...};
+    }(std::index_sequence_for<Ps...>{});
+    expect_all_claimed(name, store, claimed, policy_labels<Ps...>());
+    return g;
+  }
+
+  template <PrecisionPolicy P>
+  kernels::UpdateOptions update_options(const detail::PolicyGroup<P>& pg) const {
+    return kernels::UpdateOptions{pg.rounding, options_.factors};
+  }
+
+  template <PrecisionPolicy P>
+  void check(const ExecutionContext& ctx, const StepScalars& s, const detail::PolicyGroup<P>& pg) const {
+    if (!pg.group.empty()) kernels::detail::check_group(ctx, s, Derived::kernel_group(pg), hyper_, update_options(pg));
+  }
+
+  template <PrecisionPolicy P>
+  void update(const ExecutionContext& ctx, const StepScalars& s, const detail::PolicyGroup<P>& pg) const {
+    using U = typename StoreGroup<P>::types::update_math;
+    if (!pg.group.empty()) Derived::template launch<U>(ctx, s, Derived::kernel_group(pg), hyper_, update_options(pg));
+  }
+
+  nn::ParameterStore* store_;
+  Hyper hyper_;
+  OptimizerOptions options_;
+  Groups groups_;
+};
+
+MIXTAPE_BACKEND_END
 }  // namespace mixtape::optim

@@ -33,6 +33,7 @@
 
 #include "mixtape/blas/detail/gemm_host_kernels.hpp"
 #include "mixtape/blas/gemm_types.hpp"
+#include "mixtape/core/cpu_features.hpp"
 #include "mixtape/core/error.hpp"
 #include "mixtape/core/thread_pool.hpp"
 #include "mixtape/kernels/detail/scalar.hpp"
@@ -46,62 +47,16 @@ inline constexpr i64 kSerialWork = i64{1} << 17;
 
 // ---- CPU features -------------------------------------------------------------------------------
 
-/// Whether the CPU (and OS) support the AVX-512 subsets the kernels use (F, BW, VL, DQ).
-inline bool cpu_has_avx512() noexcept {
-#if MIXTAPE_BLAS_HAS_AVX512
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  }();
-  return ok;
-#else
-  return false;
-#endif
-}
-
-/// Whether the CPU (and OS) support AVX2 and FMA (and F16C).
-inline bool cpu_has_avx2() noexcept {
-#if MIXTAPE_BLAS_HAS_AVX512
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  }();
-  return ok;
-#else
-  return false;
-#endif
-}
-
-/// Whether the CPU also has AVX512_BF16 (`vdpbf16ps`).
-inline bool cpu_has_avx512_bf16() noexcept {
-#if MIXTAPE_BLAS_HAS_AVX512
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return cpu_has_avx512() && __builtin_cpu_supports("avx512bf16");
-  }();
-  return ok;
-#else
-  return false;
-#endif
-}
+using mixtape::detail::cpu_has_avx2;
+using mixtape::detail::cpu_has_avx512;
+using mixtape::detail::cpu_has_avx512_bf16;
 
 /// Whether `best` should use the `vdpbf16ps` kernel where the CPU has it. Measured (bench_gemm_host,
 /// one thread, bf16 2048 x 768 x 768): AMD Zen 5 (EPYC) runs it at 2.0x the AVX-512 f32 kernel (410
 /// vs 208 GFLOP/s), an Intel Xeon with AVX512_BF16 (the H100 host, a VM) at 0.5x (43 vs 92). So AMD
 /// gets it by default, other vendors the f32 kernel; `host_isa = avx512_bf16` forces it anywhere.
 /// Decided by vendor, not timed at run time, so that one machine always runs one kernel (its bits).
-inline bool cpu_prefers_dpbf16() noexcept {
-#if MIXTAPE_BLAS_HAS_AVX512
-  static const bool amd = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_is("amd") != 0;
-  }();
-  return amd;
-#else
-  return false;
-#endif
-}
+inline bool cpu_prefers_dpbf16() noexcept { return mixtape::detail::cpu_is_amd(); }
 
 /// `requested` resolved for this CPU (best -> the fastest supported); throws BackendError when the
 /// CPU lacks what was asked for.

@@ -9,6 +9,7 @@
 #include <tuple>
 #include <utility>
 
+#include "mixtape/core/cpu_features.hpp"
 #include "mixtape/core/tensor.hpp"
 #include "mixtape/core/thread_pool.hpp"
 #include "mixtape/kernels/detail/strided.hpp"
@@ -43,13 +44,6 @@ __attribute__((target("avx2,fma"), optimize("fp-contract=off"), flatten)) void d
   for (; i < end; ++i) op.template apply<1>(i, po + i, (pin + i)...);
 }
 
-inline bool host_has_fma() noexcept {
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return ok;
-}
 #endif
 
 /// Runs `op` over every element of `out` (see elementwise_ops.hpp for the operation's shape).
@@ -67,7 +61,7 @@ void elementwise_host(ThreadPool& pool, const Op& op, const Tensor<Out>& out, co
 
   if (plan.contiguous()) {
 #if MIXTAPE_HOST_FMA_TILES
-    const bool fma = host_has_fma();
+    const bool fma = mixtape::detail::cpu_has_avx2();
 #endif
     pool.parallel_for(n, kHostElementwiseGrain, [&](std::int64_t begin, std::int64_t end, int) {
       [&]<std::size_t... K>(std::index_sequence<K...>) {

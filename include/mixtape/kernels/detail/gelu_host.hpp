@@ -16,6 +16,7 @@
 
 #include <type_traits>
 
+#include "mixtape/core/cpu_features.hpp"
 #include "mixtape/kernels/detail/portable_math.hpp"
 #include "mixtape/kernels/detail/scalar.hpp"
 
@@ -37,18 +38,7 @@ inline constexpr A kGeluKappa = A(0.044715);
 template <class T>
 inline constexpr bool kGeluLaneType = std::is_same_v<T, float> || std::is_same_v<T, bf16>;
 
-inline bool gelu_lanes_available() noexcept {
-#if MIXTAPE_GELU_HOST_AVX512
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  }();
-  return ok;
-#else
-  return false;
-#endif
-}
+inline bool gelu_lanes_available() noexcept { return MIXTAPE_GELU_HOST_AVX512 && mixtape::detail::cpu_has_avx512(); }
 
 #if MIXTAPE_GELU_HOST_AVX512
 // The all-lanes masked forms compute the same as the unmasked intrinsics; GCC 12 warns that the
