@@ -119,7 +119,7 @@ TEST_CASE("truncated, corrupt and mismatched checkpoints are refused and the mod
   };
   refuse(write("cut.safetensors", std::vector<char>(bytes.begin(), bytes.begin() + bytes.size() / 2)),
          "outside the");
-  refuse(write("stub.safetensors", std::vector<char>(bytes.begin(), bytes.begin() + 100)),
+  refuse(write("header_cut.safetensors", std::vector<char>(bytes.begin(), bytes.begin() + 100)),
          "runs past the end of the file");
   auto corrupt = bytes;
   corrupt[8] = '[';  // the header's opening brace
