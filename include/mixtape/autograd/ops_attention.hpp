@@ -1,8 +1,16 @@
 /// @file ops_attention.hpp
 /// @brief Differentiable causal self-attention over a fused q|k|v projection: torch's
-///        `scaled_dot_product_attention(q, k, v, is_causal=True)` for the GPT block.
+///        `scaled_dot_product_attention(q, k, v, is_causal=True)` for the GPT block, by the fused
+///        (flash-attention) kernels where they apply, else by the unfused reference below.
 ///
-/// This is the unfused reference path, written with the library's own GEMM and softmax kernels:
+/// Which path runs (AttentionImpl): `automatic` (the default) takes the fused path
+/// (ops_flash_attention.hpp, kernels/attention.hpp) on the host always, and on CUDA for f16 / bf16
+/// with head dim 32, 64 or 128 and a 16-byte aligned qkv; otherwise (f32 / f64 on CUDA, other head
+/// dims) the reference. `fused` and `reference` force one (`fused` throws where its kernels do not
+/// apply). Both keep the same rounding points; the fused node saves qkv, y and lse (B, H, T)
+/// instead of the probabilities.
+///
+/// The unfused reference path, written with the library's own GEMM and softmax kernels:
 ///
 ///   Q, K, V (B*H, T, D)  <- head split of qkv (B, T, 3C)           (strided copies)
 ///   S = Q K^T            in the accumulate type (f32; f64 for f64) (never rounded to a half type)
@@ -10,8 +18,8 @@
 ///   Y = P V              in T, merged back to (B, T, C)
 ///
 /// which is what flash attention computes for f16/bf16 operands (scores and softmax in f32, P
-/// rounded to the operand type for the second GEMM), so the fused kernel of the speed work can be
-/// checked against this one element for element. Backward saves Q, K, V and P (not S):
+/// rounded to the operand type for the second GEMM), so the fused kernels are checked against this
+/// one element for element (tests/kernels/attention_test.cpp). Backward saves Q, K, V and P (not S):
 ///
 ///   dP = dY V^T (accumulate type),  dS = P * (dP - rowsum(dP * P)) / sqrt(D) (written in T),
 ///   dQ = dS K,  dK = dS^T Q,  dV = P^T dY,  all scattered back into d(qkv).
@@ -21,7 +29,9 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
+#include "mixtape/autograd/ops_flash_attention.hpp"
 #include "mixtape/autograd/ops_linear.hpp"
 
 namespace mixtape::autograd {
@@ -50,16 +60,14 @@ Tensor<T> merged_head_view(const Tensor<T>& y, std::int64_t heads) {
   return Tensor<T>(y.storage(), l);
 }
 
-/// grad = g + grad (in place): accumulating a contribution of another type.
-struct AccumulateInto {
-  template <class X, class G>
-  MIXTAPE_HOST_DEVICE kernels::compute_t<X, G> operator()(X x, G g) const noexcept {
-    using A = kernels::compute_t<X, G>;
-    return kernels::detail::to_acc<A>(x) + kernels::detail::to_acc<A>(g);
-  }
-};
-
 }  // namespace detail
+
+/// Which implementation causal_self_attention runs.
+enum class AttentionImpl : std::uint8_t {
+  automatic,  ///< fused where its kernels apply (host: always; CUDA: f16 / bf16, head dim 32 / 64 / 128)
+  fused,      ///< the flash-attention kernels (throws where they do not apply)
+  reference,  ///< the unfused GEMM + softmax path (materialises the (B*H, T, T) probabilities)
+};
 
 MIXTAPE_BACKEND_BEGIN
 namespace nodes {
@@ -112,9 +120,12 @@ struct CausalAttentionNode final : Node {
 /// per head, heads merged. T is the operand type (the policy's compute type: bf16 under
 /// bf16-mixed, f32 under 32-true); scores and softmax math are in kernels::compute_t<T>.
 /// // qkv (B, T, 3C), [q | k | v] along the last dimension, each (B, T, H, D) -> y (B, T, C)
-/// @throws ShapeError when qkv is not rank 3 or 3C is not divisible by 3 * heads
+/// @param impl  which path runs (see the file comment); automatic by default
+/// @throws ShapeError when qkv is not rank 3 or 3C is not divisible by 3 * heads; with
+///         AttentionImpl::fused, the fused kernels' errors where they do not apply
 template <GradElement T>
-Var<T> causal_self_attention(Tape& tape, const Var<T>& qkv, std::int64_t heads) {
+Var<T> causal_self_attention(Tape& tape, const Var<T>& qkv, std::int64_t heads,
+                             AttentionImpl impl = AttentionImpl::automatic) {
   using S = kernels::compute_t<T>;
   const ExecutionContext& ctx = tape.ctx();
   MIXTAPE_EXPECT(qkv.shape().rank() == 3 && heads > 0 && qkv.shape()[2] % (3 * heads) == 0, ShapeError,
@@ -122,6 +133,10 @@ Var<T> causal_self_attention(Tape& tape, const Var<T>& qkv, std::int64_t heads) 
                  qkv.shape());
   const Tensor<T> x = qkv.value().is_contiguous() ? qkv.value() : kernels::contiguous(ctx, qkv.value());
   const std::int64_t b = x.size(0), t = x.size(1), c = x.size(2) / 3, d = c / heads;
+  const bool fused_applies = !ctx.is_cuda() || (kernels::causal_attention_cuda_supports<T>(d) && b * heads <= 65535 &&
+                                                reinterpret_cast<std::uintptr_t>(x.data()) % 16 == 0);
+  if (impl == AttentionImpl::fused || (impl == AttentionImpl::automatic && fused_applies))
+    return nodes::flash_self_attention(tape, qkv, x, heads);
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   Tensor<T> q = Tensor<T>::empty(ctx, {b * heads, t, d}, MemoryRole::activations);
   Tensor<T> k = Tensor<T>::empty(ctx, {b * heads, t, d}, MemoryRole::activations);
