@@ -9,7 +9,8 @@
 /// (two passes on CUDA) and written to a 1-element tensor on the device: nothing syncs. The
 /// backward takes the loss gradient as a device scalar (dloss, 1 normally; a loss scale folds in
 /// there) and writes dlogits = (softmax(z) - onehot(target)) * dloss / N in the gradient type,
-/// assigned or accumulated.
+/// assigned or accumulated. `cross_entropy_rows` and `cross_entropy_mean` are the forward's two
+/// halves, for a batch whose logits are formed a chunk of rows at a time (linear_cross_entropy).
 ///
 /// Out-of-range targets: the host throws ValueError naming the row and the value; CUDA never
 /// reads out of bounds, makes the row's loss and gradient NaN and records the row in the optional
@@ -20,6 +21,8 @@
 ///
 /// @code
 ///   kernels::cross_entropy_forward(ctx, logits, targets, losses, lse, loss);   // (B*T, V) -> loss
+///   kernels::cross_entropy_rows(ctx, logits_chunk, targets_chunk, losses_chunk, lse_chunk);  // no mean
+///   kernels::cross_entropy_mean(ctx, losses, loss);                             // after every chunk
 ///   kernels::fill(ctx, dloss, 1.0f);
 ///   kernels::cross_entropy_backward(ctx, logits, targets, lse, dloss, logits, false);  // in place
 ///   kernels::mse_forward(ctx, out, y, loss);
@@ -61,6 +64,40 @@ RowShape cross_entropy_shape(const char* op, const Tensor<T>& logits, const Tens
 
 MIXTAPE_BACKEND_BEGIN
 
+namespace impl {
+/// The checks and the launch of the cross-entropy forward; the mean only when `mean_loss` is given.
+template <FloatElement T, IndexElement I, StatElement L>
+void cross_entropy_forward(const char* op, const ExecutionContext& ctx, const Tensor<T>& logits, const Tensor<I>& targets,
+                           const Tensor<L>& losses, const Tensor<L>& lse, const Tensor<L>* mean_loss,
+                           const Tensor<std::int64_t>& status) {
+  using A = compute_t<T>;
+  detail::expect_dense_all(op, ctx, {{"logits", &logits}, {"targets", &targets}, {"losses", &losses}, {"lse", &lse}});
+  const auto rs = detail::cross_entropy_shape(op, logits, targets);
+  detail::expect_shape(op, "losses", losses, targets.shape());
+  detail::expect_shape(op, "lse", lse, targets.shape());
+  if (mean_loss != nullptr) {
+    detail::expect_dense(op, "mean_loss", ctx, *mean_loss);
+    detail::expect_scalar(op, "mean_loss", *mean_loss);
+  }
+  detail::expect_status(op, ctx, status);
+  L* mean = mean_loss != nullptr ? mean_loss->data() : nullptr;
+  if (ctx.is_cuda()) {
+#if MIXTAPE_HAS_KERNELS
+    detail::gpu::cross_entropy_forward<A>(ctx, logits.data(), targets.data(), losses.data(), lse.data(), mean, rs.rows,
+                                          rs.cols, status.data());
+#else
+    detail::throw_needs_cu(op, ctx.device());
+#endif
+  } else {
+    detail::cross_entropy_forward_host<A>(ctx.pool(), logits.data(), targets.data(), losses.data(), lse.data(), mean,
+                                          rs.rows, rs.cols);
+  }
+  losses.storage()->bump_version();
+  lse.storage()->bump_version();
+  if (mean_loss != nullptr) mean_loss->storage()->bump_version();
+}
+}  // namespace impl
+
 /// Per-row cross-entropy losses, their logsumexp (saved for the backward) and their mean.
 /// @tparam T  the logits' element type
 /// @tparam I  the targets' element type (int32 or int64)
@@ -77,28 +114,38 @@ template <FloatElement T, IndexElement I, StatElement L>
 void cross_entropy_forward(const ExecutionContext& ctx, const Tensor<T>& logits, const Tensor<I>& targets,
                            const Tensor<L>& losses, const Tensor<L>& lse, const Tensor<L>& mean_loss,
                            const Tensor<std::int64_t>& status = {}) {
-  constexpr const char* kOp = "cross_entropy_forward";
-  using A = compute_t<T>;
-  detail::expect_dense_all(kOp, ctx, {{"logits", &logits}, {"targets", &targets}, {"losses", &losses}, {"lse", &lse},
-                                      {"mean_loss", &mean_loss}});
-  const auto rs = detail::cross_entropy_shape(kOp, logits, targets);
-  detail::expect_shape(kOp, "losses", losses, targets.shape());
-  detail::expect_shape(kOp, "lse", lse, targets.shape());
+  impl::cross_entropy_forward("cross_entropy_forward", ctx, logits, targets, losses, lse, &mean_loss, status);
+}
+
+/// cross_entropy_forward without the mean: the per-row losses and lse of a chunk of rows, whose
+/// mean over the whole batch `cross_entropy_mean` takes afterwards (the same bits as one call).
+/// Rows and an out-of-range target's reported row are relative to the chunk.
+template <FloatElement T, IndexElement I, StatElement L>
+void cross_entropy_rows(const ExecutionContext& ctx, const Tensor<T>& logits, const Tensor<I>& targets,
+                        const Tensor<L>& losses, const Tensor<L>& lse, const Tensor<std::int64_t>& status = {}) {
+  impl::cross_entropy_forward("cross_entropy_rows", ctx, logits, targets, losses, lse, static_cast<const Tensor<L>*>(nullptr),
+                              status);
+}
+
+/// mean_loss = the mean of the per-row `losses`, summed in double in the forward's fixed order.
+/// @param losses     (N) dense, N >= 1
+/// @param mean_loss  one element
+template <StatElement L>
+void cross_entropy_mean(const ExecutionContext& ctx, const Tensor<L>& losses, const Tensor<L>& mean_loss) {
+  constexpr const char* kOp = "cross_entropy_mean";
+  detail::expect_dense_all(kOp, ctx, {{"losses", &losses}, {"mean_loss", &mean_loss}});
+  MIXTAPE_EXPECT(losses.rank() == 1 && losses.numel() >= 1, ShapeError, kOp,
+                 ": expected per-row losses of shape (N) with N >= 1, got ", losses.shape());
   detail::expect_scalar(kOp, "mean_loss", mean_loss);
-  detail::expect_status(kOp, ctx, status);
   if (ctx.is_cuda()) {
 #if MIXTAPE_HAS_KERNELS
-    detail::gpu::cross_entropy_forward<A>(ctx, logits.data(), targets.data(), losses.data(), lse.data(), mean_loss.data(),
-                                          rs.rows, rs.cols, status.data());
+    detail::gpu::loss_mean(ctx, losses.data(), mean_loss.data(), losses.numel());
 #else
     detail::throw_needs_cu(kOp, ctx.device());
 #endif
   } else {
-    detail::cross_entropy_forward_host<A>(ctx.pool(), logits.data(), targets.data(), losses.data(), lse.data(),
-                                          mean_loss.data(), rs.rows, rs.cols);
+    detail::loss_mean_host(losses.data(), mean_loss.data(), losses.numel());
   }
-  losses.storage()->bump_version();
-  lse.storage()->bump_version();
   mean_loss.storage()->bump_version();
 }
 

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "mixtape/autograd/ops_linear.hpp"
+#include "mixtape/autograd/ops_linear_cross_entropy.hpp"
 #include "mixtape/nn/module.hpp"
 
 namespace mixtape::nn {
@@ -44,9 +45,13 @@ class Embedding : public Module {
   }
   /// The tied LM head: logits = x E^T through the table's compute copy. // x (N, dim) -> (N, num)
   autograd::Var<compute_type> head(autograd::Tape& tape, const autograd::Var<compute_type>& x) const {
+    return autograd::linear<compute_type>(tape, x, head_weight(tape));
+  }
+  /// The table's compute copy as the head's weight (num, dim) on the tape, its gradient routed to
+  /// the table's (for a fused head and loss, autograd::linear_cross_entropy).
+  autograd::Var<compute_type> head_weight(autograd::Tape& tape) const {
     const auto t = table_->compute_view().as<compute_type>();
-    const auto v = table_->frozen() ? autograd::constant(t) : autograd::parameter(tape, t, table_->sink());
-    return autograd::linear<compute_type>(tape, x, v);
+    return table_->frozen() ? autograd::constant(t) : autograd::parameter(tape, t, table_->sink());
   }
 
  private:

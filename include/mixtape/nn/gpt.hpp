@@ -13,7 +13,8 @@
 /// policy's residual type (f32 under mixed policies, as autocast leaves `embedding` and `add`
 /// alone); each LayerNorm computes statistics in f32 and writes the compute type its GEMM reads;
 /// attention, the MLP and the head run in the GEMM compute type; the loss is f32 (f64 under
-/// 64-true), a fused log-softmax over the logits.
+/// 64-true), a fused log-softmax over the logits, formed a chunk of rows at a time with the head
+/// (autograd/ops_linear_cross_entropy.hpp).
 ///
 /// @code
 ///   nn::ParameterStore store;
@@ -136,28 +137,38 @@ class Gpt : public Module {
   const Embedding<P>& wte() const noexcept { return wte_; }
   const Block<P>& block(std::size_t i) const { return *blocks_.at(i); }
 
-  /// Logits of every position. // ids (B, T) int32 or int64 -> (B * T, V) in the compute type
+  /// Logits of every position (sampling; the loss never forms them all). // ids (B, T) int32 or
+  /// int64 -> (B * T, V) in the compute type
   template <class I>
   autograd::Var<compute_type> logits(autograd::Tape& tape, const Tensor<I>& ids) const {
+    return wte_.head(tape, hidden(tape, ids));  // (B*T, V)
+  }
+
+  /// Mean cross-entropy of next-token prediction, through the tied head one chunk of rows at a
+  /// time (autograd::linear_cross_entropy: the values of cross_entropy(logits), without the full
+  /// logits or their gradient in memory). // ids, targets (B, T) -> (1)
+  template <class I>
+  autograd::Var<loss_type> loss(autograd::Tape& tape, const Tensor<I>& ids, const Tensor<I>& targets,
+                                const autograd::LinearCrossEntropyOptions& options = {}) const {
+    MIXTAPE_EXPECT(targets.shape() == ids.shape(), ShapeError, "Gpt: expected targets of the ids' shape ", ids.shape(),
+                   ", got ", targets.shape());
+    const auto h = hidden(tape, ids);  // (B*T, C)
+    return autograd::linear_cross_entropy(tape, h, wte_.head_weight(tape), targets.flatten(), options);
+  }
+
+ private:
+  /// The final LayerNorm's output, the head's input. // ids (B, T) -> (B * T, C) in the compute type
+  template <class I>
+  autograd::Var<compute_type> hidden(autograd::Tape& tape, const Tensor<I>& ids) const {
     MIXTAPE_EXPECT(ids.rank() == 2 && ids.size(1) >= 1 && ids.size(1) <= config_.ctx, ShapeError, "Gpt: expected ids (B, T) with 1 <= T <= ",
                    config_.ctx, ", got ", ids.shape());
     const std::int64_t b = ids.size(0), t = ids.size(1), c = config_.dim;
     auto x = autograd::reshape(tape, wte_(tape, ids), {b, t, c});          // (B, T, C)
     x = autograd::add_positional(tape, x, wpe_.table(tape));
     for (const auto& block : blocks_) x = (*block)(tape, x);
-    const auto h = autograd::reshape(tape, (*lnf_)(tape, x), {b * t, c});  // (B*T, C)
-    return wte_.head(tape, h);                                              // (B*T, V)
+    return autograd::reshape(tape, (*lnf_)(tape, x), {b * t, c});  // (B*T, C)
   }
 
-  /// Mean cross-entropy of next-token prediction. // ids, targets (B, T) -> (1)
-  template <class I>
-  autograd::Var<loss_type> loss(autograd::Tape& tape, const Tensor<I>& ids, const Tensor<I>& targets) const {
-    MIXTAPE_EXPECT(targets.shape() == ids.shape(), ShapeError, "Gpt: expected targets of the ids' shape ", ids.shape(),
-                   ", got ", targets.shape());
-    return autograd::cross_entropy(tape, logits(tape, ids), targets.flatten());
-  }
-
- private:
   static const GptConfig& check(const GptConfig& c) {
     MIXTAPE_EXPECT(c.vocab > 0 && c.ctx > 0 && c.dim > 0 && c.layers > 0 && c.heads > 0 && c.dim % c.heads == 0,
                    ValueError, "Gpt: expected positive vocab, ctx, dim, layers and heads with dim divisible by heads, got "

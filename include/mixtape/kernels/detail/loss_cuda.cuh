@@ -161,6 +161,13 @@ void cross_entropy_forward(const ExecutionContext& ctx, const T* logits, const I
                                                                                     losses, lse, status);
     });
   }
+  if (mean != nullptr) device_mean<double>(ctx, LossTerm<L>{losses}, rows, static_cast<double>(rows), mean);
+}
+
+/// *mean = the mean of `rows` per-row losses (the forward's mean alone, for rows written in chunks).
+template <class L>
+void loss_mean(const ExecutionContext& ctx, const L* losses, L* mean, std::int64_t rows) {
+  DeviceScope scope(ctx.device().index());
   device_mean<double>(ctx, LossTerm<L>{losses}, rows, static_cast<double>(rows), mean);
 }
 

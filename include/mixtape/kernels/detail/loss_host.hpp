@@ -29,6 +29,16 @@ namespace mixtape::kernels::detail {
 /// Elements per host MSE block.
 inline constexpr std::int64_t kMseHostBlock = 8192;
 
+/// *mean = sum_n losses[n] / rows, summed in double in row order (one thread: the same bits for any
+/// pool size, and for rows written in several chunks).
+template <class L>
+void loss_mean_host(const L* losses, L* mean, std::int64_t rows) {
+  double total = 0;
+  for (std::int64_t r = 0; r < rows; ++r) total += to_acc<double>(losses[r]);
+  *mean = cast<L>(total / static_cast<double>(rows));
+}
+
+/// Per-row losses and lse; their mean too unless `mean` is null (a chunk of a longer batch).
 template <class A, class T, class I, class L>
 void cross_entropy_forward_host(ThreadPool& pool, const T* logits, const I* targets, L* losses, L* lse, L* mean,
                                 std::int64_t rows, std::int64_t vocab) {
@@ -46,9 +56,7 @@ void cross_entropy_forward_host(ThreadPool& pool, const T* logits, const I* targ
       losses[r] = cast<L>(l - zt);
     }
   });
-  double total = 0;
-  for (std::int64_t r = 0; r < rows; ++r) total += to_acc<double>(losses[r]);
-  *mean = cast<L>(total / static_cast<double>(rows));
+  if (mean != nullptr) loss_mean_host(losses, mean, rows);
 }
 
 template <class A, class T, class I, class L, class G>
