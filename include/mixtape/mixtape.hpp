@@ -11,6 +11,8 @@
 #include "mixtape/autograd/ops_attention.hpp"
 #include "mixtape/autograd/ops_basic.hpp"
 #include "mixtape/autograd/ops_linear.hpp"
+#include "mixtape/autograd/ops_linear_cross_entropy.hpp"
+#include "mixtape/autograd/ops_mlp.hpp"
 #include "mixtape/autograd/ops_nn.hpp"
 #include "mixtape/blas/gemm.hpp"
 #include "mixtape/core/allocator.hpp"

@@ -1,6 +1,7 @@
 /// @file ops_linear.hpp
 /// @brief Differentiable GEMM ops through blas/: `matmul` (rank 2 or batched rank 3) and `linear`
-///        (y = x W^T + b with the bias fused into the GEMM epilogue).
+///        (y = x W^T + b with the bias fused into the GEMM epilogue, and its gradient into the
+///        weight-gradient GEMM's).
 ///
 /// Backward passes are GEMMs too, and the tape's "first write assigns, later writes accumulate"
 /// maps onto the GEMM's beta (0 or 1), so no gradient buffer is ever zeroed or added separately.
@@ -46,6 +47,33 @@ struct MatmulNode final : Node {
   }
 };
 
+/// A linear layer's parameter gradients from dy (N, out) and its input x (N, in):
+/// dW (out, in) = dy^T x into `w_slot`, db (out) = column sums of dy into `b_slot` (either slot
+/// may be -1). The bias gradient rides on the dW GEMM as its bgrad_a epilogue (the row sums of
+/// the GEMM's A = dy^T) when it is written, not accumulated, in dW's type: one pass over dy less.
+template <GradElement T, GradElement B>
+void linear_weight_grads(Tape& tape, std::int32_t w_slot, std::int32_t b_slot, const Tensor<T>& dy, const Tensor<T>& x) {
+  bool bias_written = false;
+  if (w_slot >= 0) {
+    write_grad<T>(tape, w_slot, [&](const auto& g, bool acc) {
+      blas::MatmulOptions o;
+      o.beta = acc ? 1.0 : 0.0;
+      if (b_slot >= 0) {
+        const GradTarget tb = tape.grad_target(b_slot);
+        if (!tb.accumulate && tb.grad.dtype() == g.dtype()) {
+          o.epilogue = blas::Epilogue::bgrad_a;
+          o.bias_grad = tb.grad;
+          bias_written = true;
+        }
+      }
+      blas::matmul(tape.ctx(), dy.transposed(), x, g, o);
+    });
+    if (bias_written) tape.wrote(b_slot);
+  }
+  if (b_slot >= 0 && !bias_written)
+    write_grad<B>(tape, b_slot, [&](const auto& g, bool acc) { kernels::bias_grad(tape.ctx(), dy, g, acc); });
+}
+
 template <GradElement T, GradElement B>
 struct LinearNode final : Node {
   SavedTensor x, w;  // x as rows (N, in), w (out, in)
@@ -61,12 +89,7 @@ struct LinearNode final : Node {
         gemm_into(tape.ctx(), gy, wv, g.reshape({xv.size(0), xv.size(1)}), acc);
       });
     }
-    if (inputs[1] >= 0) {  // dW (out, in) = dy^T x
-      write_grad<T>(tape, inputs[1], [&](const auto& g, bool acc) { gemm_into(tape.ctx(), gy.transposed(), xv, g, acc); });
-    }
-    if (input_count > 2 && inputs[2] >= 0) {  // db (out) = column sums of dy
-      write_grad<B>(tape, inputs[2], [&](const auto& g, bool acc) { kernels::bias_grad(tape.ctx(), gy, g, acc); });
-    }
+    linear_weight_grads<T, B>(tape, inputs[1], input_count > 2 ? inputs[2] : -1, gy, xv);
   }
 };
 

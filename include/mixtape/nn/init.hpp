@@ -25,6 +25,9 @@ inline void initialize(const ExecutionContext& ctx, Parameter& p) {
     case Init::Kind::ones:
       kernels::fill(ctx, draw, 1.0f);
       break;
+    case Init::Kind::uniform:
+      kernels::uniform(ctx, draw, -p.spec().init.stddev, p.spec().init.stddev);
+      break;
   }
   for (ParamRole r : {ParamRole::weight, ParamRole::compute, ParamRole::master}) {
     if (!p.has(r)) continue;

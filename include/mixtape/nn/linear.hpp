@@ -11,6 +11,8 @@
 /// @endcode
 #pragma once
 
+#include <optional>
+
 #include "mixtape/autograd/ops_linear.hpp"
 #include "mixtape/nn/module.hpp"
 
@@ -31,15 +33,30 @@ class Linear : public Module {
   ///                    projections 0.02 / sqrt(2 * layers)); the bias starts at zero
   Linear(const ModuleScope& scope, std::int64_t in_features, std::int64_t out_features, bool bias = true,
          double weight_std = 0.02)
+      : Linear(scope, in_features, out_features, Init::normal(weight_std), bias ? std::optional(Init::zeros()) : std::nullopt) {}
+
+  /// Any initialisation, e.g. torch's nn.Linear default: `Init::uniform(1 / sqrt(in))` for both.
+  /// @param bias_init  nullopt: no bias
+  Linear(const ModuleScope& scope, std::int64_t in_features, std::int64_t out_features, Init weight_init,
+         std::optional<Init> bias_init)
       : Module(scope), in_(in_features), out_(out_features) {
     MIXTAPE_EXPECT(in_features > 0 && out_features > 0, ValueError, "Linear ", prefix(),
                    ": expected positive feature counts, got ", in_features, " -> ", out_features);
-    weight_ = &register_parameter("weight", spec_for<P>("", {out_features, in_features}, Init::normal(weight_std),
+    weight_ = &register_parameter("weight", spec_for<P>("", {out_features, in_features}, weight_init,
                                                         /*decay=*/true, /*with_compute_copy=*/true));
-    if (bias) {
-      bias_ = &register_parameter("bias", spec_for<P>("", {out_features}, Init::zeros(), /*decay=*/false,
+    if (bias_init) {
+      bias_ = &register_parameter("bias", spec_for<P>("", {out_features}, *bias_init, /*decay=*/false,
                                                       /*with_compute_copy=*/true));
     }
+  }
+
+  /// The weight as the GEMM reads it (its compute copy, or the weight itself), recorded with its
+  /// gradient sink: for fused ops that take the layer's operands (autograd::linear_gelu_linear).
+  autograd::Var<compute_type> weight_operand(autograd::Tape& tape) const { return value_of(tape, *weight_); }
+  /// The bias likewise. @throws ValueError for a layer without a bias
+  autograd::Var<compute_type> bias_operand(autograd::Tape& tape) const {
+    MIXTAPE_EXPECT(bias_ != nullptr, ValueError, "Linear ", prefix(), ": the layer has no bias");
+    return value_of(tape, *bias_);
   }
 
   std::int64_t in_features() const noexcept { return in_; }

@@ -3,9 +3,12 @@
 ///        fc (C -> 4C), GELU, out (4C -> C), named `fc` and `out` as in the peer.
 ///
 /// Under a mixed policy both GEMMs and the GELU run in the compute type (autocast leaves `gelu`
-/// in its input's type), the GELU math in f32.
+/// in its input's type), the GELU math in f32. With both biases (the peer's layers) the block is
+/// one fused node, `autograd::linear_gelu_linear`: the GELU and its derivative in the GEMMs'
+/// epilogues, evaluated on the f32 accumulators (ops_mlp.hpp says what that changes).
 #pragma once
 
+#include "mixtape/autograd/ops_mlp.hpp"
 #include "mixtape/nn/linear.hpp"
 
 namespace mixtape::nn {
@@ -41,6 +44,9 @@ class Mlp : public Module {
 
   /// // x (..., C) in the compute type -> (..., C)
   autograd::Var<compute_type> operator()(autograd::Tape& tape, const autograd::Var<compute_type>& x) const {
+    if (fc_.bias() != nullptr && out_.bias() != nullptr)
+      return autograd::linear_gelu_linear(tape, x, fc_.weight_operand(tape), fc_.bias_operand(tape),
+                                          out_.weight_operand(tape), out_.bias_operand(tape));
     return out_(tape, Gelu{}(tape, fc_(tape, x)));
   }
 

@@ -52,14 +52,15 @@ constexpr MemoryRole memory_role(ParamRole r) noexcept {
   }
 }
 
-/// How a parameter is initialised (the peer's scheme: N(0, std) for matrices, zeros for biases,
-/// ones for LayerNorm gains).
+/// How a parameter is initialised (the peer's GPT scheme: N(0, std) for matrices, zeros for biases,
+/// ones for LayerNorm gains; torch's nn.Linear default: U(-1/sqrt(in), 1/sqrt(in)) for both).
 struct Init {
-  enum class Kind : std::uint8_t { normal, zeros, ones } kind = Kind::normal;
-  double stddev = 0.02;
+  enum class Kind : std::uint8_t { normal, zeros, ones, uniform } kind = Kind::normal;
+  double stddev = 0.02;  ///< normal: the standard deviation; uniform: the bound b of U(-b, b)
   static Init normal(double s) { return {Kind::normal, s}; }
   static Init zeros() { return {Kind::zeros, 0}; }
   static Init ones() { return {Kind::ones, 0}; }
+  static Init uniform(double bound) { return {Kind::uniform, bound}; }
 };
 
 /// What a module asks for when it registers a parameter: a name, a shape and the dtype of each role
