@@ -9,6 +9,16 @@
 /// the StepScalars (lr, step, loss scale, found_inf, clip coefficient, norm, skipped count, loss);
 /// read it one step late with `scalars().read_previous()` (never blocks) or `read(ctx)` (blocks).
 ///
+/// **CUDA graphs.** With `cuda_graph` set on a CUDA context, the first step runs eagerly (it warms
+/// the cuBLASLt algorithm cache and every lazily created buffer), the second is captured into one
+/// CUDA graph (core/cuda_graph.hpp) and every step from then on is one graph launch: no kernel
+/// launches and no host work per step beyond copying the next batch. The forward must then read
+/// the same input tensors each step (copy new data into them before calling) with the same shapes,
+/// and the micro-batch count must stay the same; everything that changes between steps (lr, step,
+/// loss scale, found_inf) already lives on the device. After the capture the pool's cached blocks
+/// are released (the graph owns the memory its step allocates), so eager work and the graph do not
+/// both hold a step's activations.
+///
 /// @code
 ///   optim::AdamW<P> opt(ctx, store, {.beta1 = 0.9, .beta2 = 0.95, .weight_decay = 0.1});
 ///   optim::TrainStep<P, optim::AdamW<P>> step(ctx, store, opt, {.schedule = {.base_lr = 1e-3, .warmup_steps = 50}});
@@ -19,6 +29,7 @@
 #include <type_traits>
 
 #include "mixtape/autograd/var.hpp"
+#include "mixtape/core/cuda_graph.hpp"
 #include "mixtape/kernels/elementwise.hpp"
 #include "mixtape/nn/parameter.hpp"
 #include "mixtape/optim/clip.hpp"
@@ -32,6 +43,7 @@ struct TrainStepOptions {
   LrSchedule schedule{};      ///< evaluated on the device each step (base_lr, warmup, decay)
   double clip_norm = 1.0;     ///< global gradient-norm clip (torch's clip_grad_norm_); <= 0: none
   GradScalerOptions scaler{}; ///< used when the policy scales the loss dynamically
+  bool cuda_graph = false;    ///< CUDA: replay the step as one captured graph from the second step on
 };
 
 MIXTAPE_BACKEND_BEGIN
@@ -61,6 +73,37 @@ class TrainStep {
   template <class Forward>
   void operator()(const ExecutionContext& ctx, autograd::Tape& tape, Forward&& forward, int micro_batches = 1) {
     MIXTAPE_EXPECT(micro_batches >= 1, ValueError, "TrainStep: expected at least one micro-batch, got ", micro_batches);
+    if (!options_.cuda_graph || !ctx.is_cuda() || eager_steps_ == 0) {
+      enqueue(ctx, tape, forward, micro_batches);
+      ++eager_steps_;
+    } else {
+      if (graph_.empty()) {
+        graph_micro_batches_ = micro_batches;
+        graph_.capture(ctx, [&] { enqueue(ctx, tape, forward, micro_batches); });
+        release_pool_cache(ctx);
+      }
+      MIXTAPE_EXPECT(micro_batches == graph_micro_batches_, ValueError, "TrainStep: the captured step runs ",
+                     graph_micro_batches_, " micro-batches, this call asks for ", micro_batches);
+      graph_.launch(ctx);
+    }
+    scalars_.snapshot(ctx);
+  }
+
+  /// Whether steps replay a captured CUDA graph now.
+  bool graphed() const noexcept { return !graph_.empty(); }
+  /// Nodes of the captured step (0 before the capture).
+  std::size_t graph_nodes() const noexcept { return graph_.node_count(); }
+
+  StepScalars& scalars() noexcept { return scalars_; }
+  const StepScalars& scalars() const noexcept { return scalars_; }
+  GradScaler& scaler() noexcept { return scaler_; }
+  const TrainStepOptions& options() const noexcept { return options_; }
+
+ private:
+  /// One step's work, enqueued on ctx's stream; nothing in it waits for the device, so it can be
+  /// captured.
+  template <class Forward>
+  void enqueue(const ExecutionContext& ctx, autograd::Tape& tape, Forward& forward, int micro_batches) {
     kernels::apply_lr_schedule(ctx, scalars_, options_.schedule);
     for (int i = 0; i < micro_batches; ++i) {
       const auto loss = forward(tape, i);
@@ -80,15 +123,20 @@ class TrainStep {
     if constexpr (kScaled) update_scale(ctx, scaler_);
     store_->zero_grad();
     scalars_.record_loss(ctx, loss32_);
-    scalars_.snapshot(ctx);
   }
 
-  StepScalars& scalars() noexcept { return scalars_; }
-  const StepScalars& scalars() const noexcept { return scalars_; }
-  GradScaler& scaler() noexcept { return scaler_; }
-  const TrainStepOptions& options() const noexcept { return options_; }
+  /// The eager steps' freed blocks stay cached in the stream-ordered pool; the graph allocates its
+  /// own, so the cache is returned to the device once the graph exists.
+  static void release_pool_cache(const ExecutionContext& ctx) {
+#if defined(MIXTAPE_WITH_CUDA)
+    ctx.synchronize();
+    if (auto* pool = dynamic_cast<CudaPoolAllocator*>(&ctx.allocator()))
+      MIXTAPE_CUDA_CHECK(cudaMemPoolTrimTo(pool->pool(), 0));
+#else
+    (void)ctx;
+#endif
+  }
 
- private:
   static GradScalerOptions with_enabled(GradScalerOptions o) {
     o.enabled = kScaled;
     // A policy that states f16 gradients with dynamic scaling has chosen to unscale them.
@@ -112,6 +160,9 @@ class TrainStep {
   StepScalars scalars_;
   GradScaler scaler_;
   Tensor<float> loss32_;
+  CudaGraph graph_;
+  std::int64_t eager_steps_ = 0;
+  int graph_micro_batches_ = 0;
 };
 
 MIXTAPE_BACKEND_END
