@@ -38,6 +38,8 @@ struct TrainOptions {
   std::string save, resume;     ///< checkpoint directories
   std::int64_t sample = 0;      ///< tokens to generate after training
   bool quiet = false;           ///< no progress output (the sweep prints its own)
+  bool cuda_graph = true;       ///< CUDA: replay each step as one captured graph (TrainStepOptions)
+  std::int64_t untimed_steps = 0;  ///< first steps left out of the median step time (warm-up)
   std::string precision = "bf16-mixed";
 };
 
@@ -57,7 +59,8 @@ struct RunResult {
   double val_loss = 0;
   double entropy_rate = -1; ///< markov data only
   double tokens_per_s = 0;  ///< over all steps after the first, wall clock, device synchronised
-  double step_ms = 0;       ///< median step time (the peer's measure: synchronised per step)
+  double step_ms = 0;       ///< median step time (the peer's measure: data ready, synchronised before and after)
+  std::string device_name;  ///< the GPU's name, or "cpu xN" (N host threads)
   double seconds = 0;       ///< the whole training loop
   std::int64_t peak_bytes[mixtape::kMemoryRoleCount] = {};
   std::int64_t peak_total = 0;
@@ -129,6 +132,11 @@ TrainOptions parse_train_flags(int argc, char** argv, Extra&& extra) {
     else if (flag == "--resume") o.resume = value();
     else if (flag == "--sample") o.sample = integer(0);
     else if (flag == "--quiet") o.quiet = true;
+    else if (flag == "--cuda-graph") {
+      const std::string v = value();
+      MIXTAPE_EXPECT(v == "on" || v == "off", mixtape::ValueError, "--cuda-graph: expected on or off, got '", v, "'");
+      o.cuda_graph = v == "on";
+    }
     else if (flag == "--update-rounding") {
       const std::string v = value();
       if (v == "nearest") o.rounding = mixtape::UpdateRounding::nearest;
@@ -153,6 +161,7 @@ inline const char* train_flags_help() {
          "  --val-tokens N --val-every K      validation tokens (65536) and interval (0: at the end)\n"
          "  --device auto|cpu|cuda|cuda:N     (default: cuda when a GPU is present)\n"
          "  --threads N                       host threads (default: all cores)\n"
+         "  --cuda-graph on|off               CUDA: replay each step as one captured graph (default on)\n"
          "  --log FILE.jsonl --save DIR --resume DIR --sample N --quiet\n";
 }
 

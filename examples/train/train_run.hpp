@@ -41,6 +41,18 @@ inline mixtape::Device pick_device(const std::string& s) {
 #endif
 }
 
+/// The GPU's name (the peer's `torch.cuda.get_device_name()`), or "cpu xN".
+inline std::string device_name(const mixtape::ExecutionContext& ctx) {
+#if defined(MIXTAPE_WITH_CUDA)
+  if (ctx.is_cuda()) {
+    cudaDeviceProp prop{};
+    MIXTAPE_CUDA_CHECK(cudaGetDeviceProperties(&prop, ctx.device().index()));
+    return prop.name;
+  }
+#endif
+  return "cpu x" + std::to_string(ctx.host_threads());
+}
+
 /// Progress on stderr: one rewritten line on a terminal, a plain line every tenth of the run
 /// otherwise (logs, CI).
 class Progress {
@@ -203,6 +215,7 @@ RunResult train_policy(const TrainOptions& o) {
   const mt::Device device = detail::pick_device(o.device);
   r.device = device.to_string();
   auto ctx = mt::ExecutionContext::on(device, {.host_threads = o.threads, .seed = o.seed});
+  r.device_name = detail::device_name(ctx);
 
   mt::nn::ParameterStore store;
   const mt::nn::GptConfig cfg{.vocab = o.vocab, .ctx = o.ctx, .dim = o.dim, .layers = o.layers, .heads = o.heads};
@@ -217,7 +230,8 @@ RunResult train_policy(const TrainOptions& o) {
   oo.rounding = o.rounding;
   mt::optim::AdamW<P> opt(ctx, store, {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1}, oo);
   mt::optim::TrainStep<P, mt::optim::AdamW<P>> step(
-      ctx, store, opt, {.schedule = {.base_lr = o.lr, .warmup_steps = o.warmup}, .clip_norm = 1.0});
+      ctx, store, opt,
+      {.schedule = {.base_lr = o.lr, .warmup_steps = o.warmup}, .clip_norm = 1.0, .cuda_graph = o.cuda_graph});
 
   const std::int64_t b = o.batch, t = o.ctx;
   detail::Data data(o);
@@ -286,14 +300,17 @@ RunResult train_policy(const TrainOptions& o) {
           << ", \"skipped\": " << v.skipped << "}\n";
   };
   for (std::int64_t s = first_step; s < o.steps; ++s) {
-    const auto ts = Clock::now();
+    // The peer's timing: the batch is on the device before the clock starts, with a device
+    // synchronize before and after the step (so host overhead counts, data generation does not).
     data.next_train(b, t, xh.data(), yh.data());
     mt::copy(ctx, mt::Tensor<std::int32_t>::wrap(xh.data(), {b, t}), x);
     mt::copy(ctx, mt::Tensor<std::int32_t>::wrap(yh.data(), {b, t}), y);
+    ctx.synchronize();
+    const auto ts = Clock::now();
     step(ctx, tape, [&](ag::Tape& tp, int) { return gpt.loss(tp, x, y); });
-    ctx.synchronize();  // the peer's timing: a device synchronize around every step
+    ctx.synchronize();
     const auto te = Clock::now();
-    step_s.push_back(std::chrono::duration<double>(te - ts).count());
+    if (s - first_step >= o.untimed_steps) step_s.push_back(std::chrono::duration<double>(te - ts).count());
     if (s == first_step) t_first = te;
     if (auto v = step.scalars().read_previous()) drain(*v);
     const double elapsed = std::chrono::duration<double>(te - t_first).count();

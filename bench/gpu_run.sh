@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# gpu_run.sh: the issue-5 run on the lent H100, in phases that fit the device tool's 10-minute calls
+# (the machine stays warm between calls made within its idle window, keeping build-gpu):
+#   bench/gpu_run.sh build     configure and build the CUDA tests, gpt_bench (4 policies), mlp_bench
+#   bench/gpu_run.sh test      ctest -L cuda with MIXTAPE_REQUIRE_GPU=1 (no GPU test may skip)
+#   bench/gpu_run.sh bench     small GPT, GPT-2 small and the MLP, ours and the peer's eager run once
+#   bench/gpu_run.sh profile   bench/kernel_profile.sh on GPT-2 small bf16-mixed
+#   bench/gpu_run.sh compare [ROUNDS] [CASE...]   bench/compare.sh
+# The peer script travels as .carry/torch_gpt.py, Catch2 as .carry/catch2.tar. Output under $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/mixtape_gpu}
+mkdir -p "$out"
+if [ ! -f /usr/include/catch2/catch.hpp ] && [ -f .carry/catch2.tar ]; then tar -C / -xf .carry/catch2.tar; fi
+peer=.carry/torch_gpt.py
+policies="bf16_mixed;f16_mixed;bf16_true;f32_true"
+ensure_build() {
+  if [ ! -x build-gpu/bench/gpt_bench ] || [ "${1:-}" = force ]; then
+    cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXTAPE_EXAMPLE_POLICIES="$policies" \
+      >"$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
+    local start=$(date +%s)
+    local targets="gpt_bench mlp_bench"
+    [ "${BENCH_ONLY:-0}" = 1 ] || targets="$targets test_autograd_cuda test_backends_gpu_host_first test_backends_gpu_cuda_first \
+      test_blas_cuda test_core_cuda test_kernels_cuda test_kernels_attention_cuda test_nn_cuda test_nn_gpt_cuda \
+      test_numeric_cuda test_optim_cuda test_kernels_model_cuda"
+    cmake --build build-gpu -j "$(nproc)" --target $targets -- -k 0 >"$out/build.log" 2>&1 ||
+      { grep -E 'error|FAILED' "$out/build.log" | head -40; }
+    echo "build: $(( $(date +%s) - start )) s"
+  fi
+}
+S="--vocab 256 --ctx 128 --d 128 --layers 2 --heads 4 --batch 16"
+case ${1:-} in
+  build) nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; ensure_build force ;;
+  test)
+    ensure_build
+    MIXTAPE_REQUIRE_GPU=1 ctest --test-dir build-gpu -L cuda -j 4 --output-on-failure --timeout 600 >"$out/ctest.log" 2>&1
+    rc=$?
+    grep -E 'Test +#|tests passed|tests failed|Total Test' "$out/ctest.log" | tail -20
+    [ $rc = 0 ] || grep -B5 -A25 -E "FAILED|failed" "$out/ctest.log" | head -120
+    exit $rc ;;
+  bench)
+    ensure_build
+    for p in bf16-mixed; do
+      echo "== small $p"; build-gpu/bench/gpt_bench $S --precision $p
+      python3 $peer gpt $S --precision $p
+    done
+    for p in ${PRECISIONS:-bf16-mixed}; do
+      echo "== gpt2 $p"; build-gpu/bench/gpt_bench --precision $p
+      [ "${PEER:-1}" = 1 ] && python3 $peer gpt --precision $p
+    done
+    echo "== mlp"; build-gpu/bench/mlp_bench; [ "${PEER:-1}" = 1 ] && python3 $peer mlp ;;
+  profile)
+    ensure_build
+    CSV=$out/kernels.csv bash bench/kernel_profile.sh build-gpu/bench/gpt_bench "${@:2}" | tee "$out/profile.md" | head -45 ;;
+  compare)
+    ensure_build
+    OUT=$out/compare.jsonl bash bench/compare.sh build-gpu "$peer" "${2:-3}" "${@:3}" ;;
+  *) echo "usage: gpu_run.sh build|test|bench|profile|compare" >&2; exit 2 ;;
+esac
