@@ -10,7 +10,7 @@ set -euo pipefail
 bin=${1:?usage: kernel_profile.sh BIN [flags]}
 shift
 csv=${CSV:-$(mktemp /tmp/kernel_profile.XXXXXX.csv)}
-ncu --metrics gpu__time_duration.sum --csv --log-file "$csv" \
+ncu --clock-control none --metrics gpu__time_duration.sum --csv --log-file "$csv" \
   "$bin" "$@" --cuda-graph off --warmup 1 --steps 1 --val-tokens 0 > /dev/null
 python3 - "$csv" <<'PY'
 import csv, collections, sys
