@@ -3,7 +3,8 @@
 # (the machine stays warm between calls made within its idle window, keeping build-gpu):
 #   bench/gpu_run.sh build     configure and build the CUDA tests, gpt_bench (4 policies), mlp_bench
 #   bench/gpu_run.sh test      ctest -L cuda with MIXTAPE_REQUIRE_GPU=1 (no GPU test may skip)
-#   bench/gpu_run.sh bench     small GPT, GPT-2 small and the MLP, ours and the peer's eager run once
+#   bench/gpu_run.sh bench     the attention kernels alone (bench_attention), then small GPT, GPT-2
+#                              small and the MLP, ours and the peer's eager run once
 #   bench/gpu_run.sh profile   bench/kernel_profile.sh on GPT-2 small bf16-mixed
 #   bench/gpu_run.sh compare [ROUNDS] [CASE...]   bench/compare.sh
 # The peer script travels as .carry/torch_gpt.py, Catch2 as .carry/catch2.tar. Output under $OUT.
@@ -19,7 +20,7 @@ ensure_build() {
     cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXTAPE_EXAMPLE_POLICIES="$policies" \
       >"$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
     local start=$(date +%s)
-    local targets="gpt_bench mlp_bench"
+    local targets="gpt_bench mlp_bench bench_attention"
     [ "${BENCH_ONLY:-0}" = 1 ] || targets="$targets test_autograd_cuda test_backends_gpu_host_first test_backends_gpu_cuda_first \
       test_blas_cuda test_core_cuda test_kernels_cuda test_kernels_attention_cuda test_nn_cuda test_nn_gpt_cuda \
       test_numeric_cuda test_optim_cuda test_kernels_model_cuda"
@@ -40,6 +41,7 @@ case ${1:-} in
     exit $rc ;;
   bench)
     ensure_build
+    echo "== attention kernels (GPT-2 small's shape)"; build-gpu/bench/bench_attention
     for p in bf16-mixed; do
       echo "== small $p"; build-gpu/bench/gpt_bench $S --precision $p
       python3 $peer gpt $S --precision $p
