@@ -121,6 +121,7 @@ TEST_CASE("linear_gelu_linear in bf16 with f32 parameter gradients: close to the
   const auto pre = linear(tr, v[0], v[1], &v[2]);
   const auto h = gelu<double>(tr, pre);
   const auto yr = linear(tr, h, v[3], &v[4]);
+  retain_grad(tr, pre);  // read below
   backward(tr, sum(tr, mul(tr, yr, constant(widen(r)))));
   const auto hv = h.value(), dpre = grad(tr, pre), xd = widen(x), w1d = widen(w1), w2d = widen(w2), b2d = widen(b2);
   const double u = 0x1p-8;  // bf16 unit roundoff

@@ -112,6 +112,7 @@ TEST_CASE("a small bf16-mixed chain: f32 parameter gradients close to the f64 ta
   Tape tr(host());
   auto gr = leaf(tr, widen(g32)), br = leaf(tr, widen(b32));
   auto hr = layer_norm<double>(tr, leaf(tr, widen(x32)), gr, br);  // (R, C)
+  retain_grad(tr, hr);  // read below: an op's output keeps its gradient only when asked
   backward(tr, cross_entropy(tr, gelu<double>(tr, hr), targets));
   const auto ref_g = grad(tr, gr), ref_b = grad(tr, br);
   const auto dh = grad(tr, hr);  // f64 gradient at the LayerNorm output

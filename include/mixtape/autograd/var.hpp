@@ -62,6 +62,13 @@ void backward(Tape& tape, const Var<T>& loss, const Tensor<T>& seed) {
   tape.backward(loss.slot(), seed);
 }
 
+/// Keeps `v`'s gradient after backward has passed the op that produced it (torch's `retain_grad`);
+/// call before backward. Leaves keep theirs without it.
+template <Element T>
+void retain_grad(Tape& tape, const Var<T>& v) {
+  tape.retain_grad(v.slot());
+}
+
 /// The gradient that backward wrote for `v` (a tape-owned buffer; for parameters read the sink).
 /// @throws ValueError when nothing reached `v`
 template <Element T>
