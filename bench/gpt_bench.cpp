@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
     o.threads = f.threads;
     o.precision = f.precision;
     o.cuda_graph = f.cuda_graph;
+    o.ce_chunk_rows = f.ce_chunk_rows;
     o.quiet = true;
     const train::RunResult r = Presets::dispatch(o.precision, [&]<class P>() -> train::RunResult {
       if constexpr (train::kBuilt<P>) {

@@ -26,6 +26,7 @@ struct PeerFlags {
   std::int64_t batch = 16, ctx = 1024, vocab = 50304, d = 768, layers = 12, heads = 12;
   std::int64_t width = 8192, depth = 4, rows = 16384;  ///< mlp
   bool cuda_graph = true;  ///< mixtape's own: replay each step as one CUDA graph
+  std::int64_t ce_chunk_rows = 0;  ///< mixtape's own: rows of logits the head forms at a time (0: default)
 };
 
 inline const char* peer_flags_help() {
@@ -33,7 +34,8 @@ inline const char* peer_flags_help() {
          "  --steps N (20 timed) --warmup N (5 untimed)   --device cuda|cpu (cuda)   --threads N\n"
          "  gpt: --batch 16 --ctx 1024 --vocab 50304 --d 768 --layers 12 --heads 12 --val-tokens 65536\n"
          "  mlp: --width 8192 --depth 4 --rows 16384\n"
-         "  --cuda-graph on|off (on): mixtape's counterpart of the peer's --compile reduce-overhead\n";
+         "  --cuda-graph on|off (on): mixtape's counterpart of the peer's --compile reduce-overhead\n"
+         "  --ce-chunk-rows N (0: 64 MiB of logits): gpt, rows of logits the tied head forms at a time\n";
 }
 
 /// Parses the peer's flags. @throws mixtape::ValueError naming the flag and what it expects
@@ -85,6 +87,7 @@ inline PeerFlags parse_peer_flags(int argc, char** argv) {
     else if (flag == "--width") f.width = integer(1);
     else if (flag == "--depth") f.depth = integer(1);
     else if (flag == "--rows") f.rows = integer(1);
+    else if (flag == "--ce-chunk-rows") f.ce_chunk_rows = integer(0);
     else if (flag == "--cuda-graph") {
       const std::string v = value();
       MIXTAPE_EXPECT(v == "on" || v == "off", mixtape::ValueError, "--cuda-graph: expected on or off, got '", v, "'");

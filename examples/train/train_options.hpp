@@ -40,6 +40,7 @@ struct TrainOptions {
   bool quiet = false;           ///< no progress output (the sweep prints its own)
   bool cuda_graph = true;       ///< CUDA: replay each step as one captured graph (TrainStepOptions)
   std::int64_t untimed_steps = 0;  ///< first steps left out of the median step time (warm-up)
+  std::int64_t ce_chunk_rows = 0;  ///< rows of logits the head forms at a time (0: the default budget)
   std::string precision = "bf16-mixed";
 };
 
@@ -132,6 +133,7 @@ TrainOptions parse_train_flags(int argc, char** argv, Extra&& extra) {
     else if (flag == "--resume") o.resume = value();
     else if (flag == "--sample") o.sample = integer(0);
     else if (flag == "--quiet") o.quiet = true;
+    else if (flag == "--ce-chunk-rows") o.ce_chunk_rows = integer(0);
     else if (flag == "--cuda-graph") {
       const std::string v = value();
       MIXTAPE_EXPECT(v == "on" || v == "off", mixtape::ValueError, "--cuda-graph: expected on or off, got '", v, "'");
@@ -162,6 +164,7 @@ inline const char* train_flags_help() {
          "  --device auto|cpu|cuda|cuda:N     (default: cuda when a GPU is present)\n"
          "  --threads N                       host threads (default: all cores)\n"
          "  --cuda-graph on|off               CUDA: replay each step as one captured graph (default on)\n"
+         "  --ce-chunk-rows N                 rows of logits formed at a time by the head (0: 64 MiB of them)\n"
          "  --log FILE.jsonl --save DIR --resume DIR --sample N --quiet\n";
 }
 

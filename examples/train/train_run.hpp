@@ -307,7 +307,7 @@ RunResult train_policy(const TrainOptions& o) {
     mt::copy(ctx, mt::Tensor<std::int32_t>::wrap(yh.data(), {b, t}), y);
     ctx.synchronize();
     const auto ts = Clock::now();
-    step(ctx, tape, [&](ag::Tape& tp, int) { return gpt.loss(tp, x, y); });
+    step(ctx, tape, [&](ag::Tape& tp, int) { return gpt.loss(tp, x, y, {.chunk_rows = o.ce_chunk_rows}); });
     ctx.synchronize();
     const auto te = Clock::now();
     if (s - first_step >= o.untimed_steps) step_s.push_back(std::chrono::duration<double>(te - ts).count());
