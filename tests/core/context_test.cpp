@@ -1,6 +1,8 @@
-// Devices and execution contexts, including the errors for devices that do not exist.
+// Devices and execution contexts, including the errors for devices that do not exist, and what a
+// CudaGraph refuses on the host.
 #include <catch2/catch.hpp>
 
+#include "mixtape/core/cuda_graph.hpp"
 #include "mixtape/core/execution_context.hpp"
 
 using namespace mixtape;
@@ -45,4 +47,17 @@ TEST_CASE("a CUDA context on a device that does not exist is refused", "[core][c
     CHECK_THROWS_AS(ExecutionContext::cuda(0), BackendError);
   }
   CHECK((count > 0) == default_device().is_cuda());
+}
+
+TEST_CASE("CudaGraph refuses host contexts and launches of nothing", "[core][graph]") {
+  const auto ctx = ExecutionContext::host();
+  CudaGraph graph;
+  CHECK(graph.empty());
+  CHECK(graph.node_count() == 0);
+  int ran = 0;
+  CHECK_THROWS_WITH(graph.capture(ctx, [&] { ++ran; }), Catch::Contains("expected a CUDA context, got one on cpu"));
+  CHECK(ran == 0);  // nothing was enqueued or run
+  CHECK_THROWS_WITH(graph.launch(ctx), Catch::Contains("nothing was captured"));
+  CudaGraph moved(std::move(graph));
+  CHECK(moved.empty());
 }
