@@ -10,9 +10,9 @@
 /// Memory during backward follows torch's: as soon as a node's backward has run, the node is
 /// destroyed (its saved tensors freed) and so are the gradients of its outputs, which nothing reads
 /// again. What stays is the gradient of every leaf (and parameter sink), and of any intermediate
-/// value marked with `retain_grad` before backward. Without this the peak of a step would be every
-/// saved activation plus every intermediate gradient at once (GPT-2 small: 11.3 GB instead of the
-/// activations alone).
+/// value marked with `retain_grad` before backward. Without this the peak of a step is every saved
+/// activation plus every intermediate gradient at once (GPT-2 small's step peaked at 11.3 GB on an
+/// H100 that way, about 3 GB of it gradients nothing would read again: bench/NOTES.md).
 ///
 /// @code
 ///   autograd::Tape tape(ctx);
