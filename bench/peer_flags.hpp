@@ -7,10 +7,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <exception>
 #include <string>
 
 #include <mixtape/core/error.hpp>
+
+#include "train/flag_values.hpp"
 
 namespace bench {
 
@@ -47,31 +48,9 @@ inline PeerFlags parse_peer_flags(int argc, char** argv) {
       MIXTAPE_EXPECT(i + 1 < argc, mixtape::ValueError, flag, ": expected a value");
       return argv[++i];
     };
-    auto integer = [&](std::int64_t lo) {
-      const std::string v = value();
-      std::size_t used = 0;
-      std::int64_t x = 0;
-      try {
-        x = std::stoll(v, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      MIXTAPE_EXPECT(used == v.size() && x >= lo, mixtape::ValueError, flag, ": expected an integer >= ", lo, ", got '",
-                     v, "'");
-      return x;
-    };
+    auto integer = [&](std::int64_t lo) { return train::flag_integer(flag, value(), lo); };
     if (flag == "--precision") f.precision = value();
-    else if (flag == "--lr") {
-      const std::string v = value();
-      std::size_t used = 0;
-      try {
-        f.lr = std::stod(v, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      MIXTAPE_EXPECT(used == v.size() && f.lr > 0 && std::isfinite(f.lr), mixtape::ValueError,
-                     "--lr: expected a positive number, got '", v, "'");
-    }
+    else if (flag == "--lr") f.lr = train::flag_positive(flag, value());
     else if (flag == "--warmup-steps") f.warmup_steps = integer(0);
     else if (flag == "--val-tokens") f.val_tokens = integer(0);
     else if (flag == "--device") f.device = value();
@@ -88,11 +67,8 @@ inline PeerFlags parse_peer_flags(int argc, char** argv) {
     else if (flag == "--depth") f.depth = integer(1);
     else if (flag == "--rows") f.rows = integer(1);
     else if (flag == "--ce-chunk-rows") f.ce_chunk_rows = integer(0);
-    else if (flag == "--cuda-graph") {
-      const std::string v = value();
-      MIXTAPE_EXPECT(v == "on" || v == "off", mixtape::ValueError, "--cuda-graph: expected on or off, got '", v, "'");
-      f.cuda_graph = v == "on";
-    } else if (flag == "--compile") {
+    else if (flag == "--cuda-graph") f.cuda_graph = train::flag_on_off(flag, value());
+    else if (flag == "--compile") {
       MIXTAPE_THROW(mixtape::ValueError, "--compile is the peer's (torch.compile); mixtape compiles ahead of time, and "
                     "--cuda-graph on|off is its counterpart of reduce-overhead");
     } else {

@@ -15,6 +15,8 @@
 #include <mixtape/core/error.hpp>
 #include <mixtape/policy/roles.hpp>
 
+#include "flag_values.hpp"
+
 namespace train {
 
 /// One training run.
@@ -86,32 +88,7 @@ TrainOptions parse_train_flags(int argc, char** argv, Extra&& extra) {
       MIXTAPE_EXPECT(i + 1 < argc, mixtape::ValueError, flag, ": expected a value");
       return argv[++i];
     };
-    auto integer = [&](std::int64_t lo) {
-      const std::string v = value();
-      std::size_t used = 0;
-      std::int64_t x = 0;
-      try {
-        x = std::stoll(v, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      MIXTAPE_EXPECT(used == v.size() && x >= lo, mixtape::ValueError, flag, ": expected an integer >= ", lo,
-                     ", got '", v, "'");
-      return x;
-    };
-    auto real = [&]() {
-      const std::string v = value();
-      std::size_t used = 0;
-      double x = 0;
-      try {
-        x = std::stod(v, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      MIXTAPE_EXPECT(used == v.size() && x > 0, mixtape::ValueError, flag, ": expected a positive number, got '", v,
-                     "'");
-      return x;
-    };
+    auto integer = [&](std::int64_t lo) { return flag_integer(flag, value(), lo); };
     if (flag == "--precision") o.precision = value();
     else if (flag == "--vocab") o.vocab = integer(2);
     else if (flag == "--ctx") o.ctx = integer(1);
@@ -120,7 +97,7 @@ TrainOptions parse_train_flags(int argc, char** argv, Extra&& extra) {
     else if (flag == "--heads") o.heads = integer(1);
     else if (flag == "--batch") o.batch = integer(1);
     else if (flag == "--steps") o.steps = integer(1);
-    else if (flag == "--lr") o.lr = real();
+    else if (flag == "--lr") o.lr = flag_positive(flag, value());
     else if (flag == "--warmup") o.warmup = integer(0);
     else if (flag == "--seed") o.seed = static_cast<std::uint64_t>(integer(0));
     else if (flag == "--data") o.data = value();
@@ -134,11 +111,7 @@ TrainOptions parse_train_flags(int argc, char** argv, Extra&& extra) {
     else if (flag == "--sample") o.sample = integer(0);
     else if (flag == "--quiet") o.quiet = true;
     else if (flag == "--ce-chunk-rows") o.ce_chunk_rows = integer(0);
-    else if (flag == "--cuda-graph") {
-      const std::string v = value();
-      MIXTAPE_EXPECT(v == "on" || v == "off", mixtape::ValueError, "--cuda-graph: expected on or off, got '", v, "'");
-      o.cuda_graph = v == "on";
-    }
+    else if (flag == "--cuda-graph") o.cuda_graph = flag_on_off(flag, value());
     else if (flag == "--update-rounding") {
       const std::string v = value();
       if (v == "nearest") o.rounding = mixtape::UpdateRounding::nearest;

@@ -1,0 +1,49 @@
+/// @file flag_values.hpp
+/// @brief Typed values of command-line flags for the examples and benchmarks, each error naming
+///        the flag, what it expects and what came.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <string>
+
+#include <mixtape/core/error.hpp>
+
+namespace train {
+
+/// `text` as an integer >= lo. @throws mixtape::ValueError naming `flag`
+inline std::int64_t flag_integer(const std::string& flag, const std::string& text, std::int64_t lo) {
+  std::size_t used = 0;
+  std::int64_t x = 0;
+  try {
+    x = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  MIXTAPE_EXPECT(used == text.size() && x >= lo, mixtape::ValueError, flag, ": expected an integer >= ", lo, ", got '",
+                 text, "'");
+  return x;
+}
+
+/// `text` as a finite number > 0. @throws mixtape::ValueError naming `flag`
+inline double flag_positive(const std::string& flag, const std::string& text) {
+  std::size_t used = 0;
+  double x = 0;
+  try {
+    x = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  MIXTAPE_EXPECT(used == text.size() && x > 0 && std::isfinite(x), mixtape::ValueError, flag,
+                 ": expected a positive number, got '", text, "'");
+  return x;
+}
+
+/// `text` as on (true) or off (false). @throws mixtape::ValueError naming `flag`
+inline bool flag_on_off(const std::string& flag, const std::string& text) {
+  MIXTAPE_EXPECT(text == "on" || text == "off", mixtape::ValueError, flag, ": expected on or off, got '", text, "'");
+  return text == "on";
+}
+
+}  // namespace train
