@@ -17,4 +17,20 @@ struct Result {
 Result run_gpt_cuda(const mixtape::ExecutionContext& ctx, const std::string& precision,
                     const std::vector<std::vector<double>>& weights, const std::vector<std::int32_t>& ids,
                     const std::vector<std::int32_t>& targets);
+
+/// What `train_gpt_cuda` saw: the loss of every step (read one step late from the StepScalars, as a
+/// training loop does) and, after the last step, every store buffer's bits.
+struct Training {
+  std::vector<double> losses;
+  std::vector<std::vector<double>> buffers;
+  bool graphed = false;
+  std::size_t graph_nodes = 0;
+};
+/// `steps` AdamW steps of the GPT under "bf16-mixed" or "16-mixed" (its dynamic loss scaler too)
+/// through optim::TrainStep, from the seeded initialisation, the batch of step s being
+/// (ids[s], targets[s]) copied into the same input tensors; with `cuda_graph`, step 1 is eager,
+/// step 2 captured and the rest replayed.
+Training train_gpt_cuda(const mixtape::ExecutionContext& ctx, const std::string& precision, int steps, bool cuda_graph,
+                        const std::vector<std::vector<std::int32_t>>& ids,
+                        const std::vector<std::vector<std::int32_t>>& targets);
 }  // namespace gcuda
