@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   try {
     for (int i = 1; i < argc; ++i) {
       if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-        std::printf("usage: gpt_bench [flags]\n%s  precisions: %s\n", bench::peer_flags_help(),
+        std::printf("usage: gpt_bench [flags]\n%s  precisions: %s, tf32\n", bench::peer_flags_help(),
                     Presets::valid_names().c_str());
         return 0;
       }
@@ -38,7 +38,9 @@ int main(int argc, char** argv) {
     o.val_tokens = f.val_tokens;
     o.device = f.device;
     o.threads = f.threads;
-    o.precision = f.precision;
+    const train::PrecisionFlag precision = train::parse_precision_flag(f.precision);
+    o.precision = precision.policy;
+    o.allow_tf32 = precision.allow_tf32;
     o.cuda_graph = f.cuda_graph;
     o.ce_chunk_rows = f.ce_chunk_rows;
     o.quiet = true;

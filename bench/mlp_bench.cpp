@@ -60,11 +60,12 @@ ag::Var<To> as(ag::Tape& tape, const ag::Var<From>& v) {
 }
 
 template <class P>
-bench::BenchLine run(const bench::PeerFlags& f) {
+bench::BenchLine run(const bench::PeerFlags& f, bool allow_tf32) {
   using C = typename DeepMlp<P>::compute_type;
   using Param = typename mt::policy_traits<P>::param_type;
   using Clock = std::chrono::steady_clock;
-  auto ctx = mt::ExecutionContext::on(mt::parse_device(f.device), {.host_threads = f.threads, .seed = 0});
+  auto ctx = mt::ExecutionContext::on(mt::parse_device(f.device),
+                                      {.host_threads = f.threads, .seed = 0, .allow_tf32 = allow_tf32});
   mt::nn::ParameterStore store;
   DeepMlp<P> net(store, f.width, f.depth);
   store.allocate(ctx);
@@ -98,7 +99,7 @@ bench::BenchLine run(const bench::PeerFlags& f) {
   const double t = times[times.size() / 2];
   bench::BenchLine b;
   b.workload = "mlp";
-  b.precision = std::string(P::name);
+  b.precision = train::PrecisionFlag{std::string(P::name), allow_tf32}.report_name(P::name);
   b.cuda_graph = f.cuda_graph && ctx.is_cuda();
   b.per_s = static_cast<double>(f.rows) / t;
   b.step_ms = t * 1e3;
@@ -127,13 +128,14 @@ int main(int argc, char** argv) {
   try {
     for (int i = 1; i < argc; ++i) {
       if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-        std::printf("usage: mlp_bench [flags]\n%s  precisions: %s\n", bench::peer_flags_help(),
+        std::printf("usage: mlp_bench [flags]\n%s  precisions: %s, tf32\n", bench::peer_flags_help(),
                     Presets::valid_names().c_str());
         return 0;
       }
     }
     const bench::PeerFlags f = bench::parse_peer_flags(argc, argv);
-    bench::print_bench_line(Presets::dispatch(f.precision, [&]<class P>() { return run<P>(f); }));
+    const train::PrecisionFlag precision = train::parse_precision_flag(f.precision);
+    bench::print_bench_line(Presets::dispatch(precision.policy, [&]<class P>() { return run<P>(f, precision.allow_tf32); }));
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mlp_bench: %s\n", e.what());

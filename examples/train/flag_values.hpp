@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <exception>
 #include <string>
+#include <string_view>
 
 #include <mixtape/core/error.hpp>
 
@@ -44,6 +45,24 @@ inline double flag_positive(const std::string& flag, const std::string& text) {
 inline bool flag_on_off(const std::string& flag, const std::string& text) {
   MIXTAPE_EXPECT(text == "on" || text == "off", mixtape::ValueError, flag, ": expected on or off, got '", text, "'");
   return text == "on";
+}
+
+/// A precision flag's value split into the policy and the run's TF32 setting: "tf32" is the
+/// peer's name for 32-true with TF32 GEMMs (torch's allow_tf32, a setting of the run rather than of
+/// the model), so it runs the 32-true policy on a context with ContextOptions::allow_tf32; every
+/// other name is a policy's and passes through.
+struct PrecisionFlag {
+  std::string policy;       ///< the registered preset to dispatch
+  bool allow_tf32 = false;  ///< f32 GEMMs on TF32 tensor cores
+  /// The name a report gives the run: "tf32" for the TF32 run, else the policy's.
+  std::string report_name(std::string_view policy_name) const {
+    return allow_tf32 ? std::string("tf32") : std::string(policy_name);
+  }
+};
+
+inline PrecisionFlag parse_precision_flag(const std::string& text) {
+  if (text == "tf32") return {"32-true", true};
+  return {text, false};
 }
 
 }  // namespace train

@@ -64,3 +64,15 @@ expect_output("sample  ")
 file(WRITE ${DIR}/bad.bin "abc")
 run(1 ${common} --steps 2 --data ${DIR}/bad.bin)
 expect_output("bad.bin': expected a 1024-byte header, got a file of 3 bytes")
+
+# 5. --precision tf32 is the peer's "tf32": the 32-true policy with TF32 GEMMs on the run's context.
+#    The host GEMM computes in full f32 (allow_tf32 is a CUDA setting), so on the host it trains
+#    exactly as 32-true, and it reports itself as tf32.
+set(small --device cpu --vocab 64 --ctx 16 --d 32 --layers 1 --heads 2 --batch 4 --steps 4 --val-tokens 256)
+run(0 ${small} --precision 32-true)
+string(REGEX MATCH "train loss +[0-9.]+" f32_loss "${out}")
+string(REGEX MATCH "validation loss +[0-9.]+" f32_val "${out}")
+run(0 ${small} --precision tf32)
+expect_output("run                        tf32 on cpu")
+expect_output("${f32_loss}")
+expect_output("${f32_val}")

@@ -43,7 +43,8 @@ struct TrainOptions {
   bool cuda_graph = true;       ///< CUDA: replay each step as one captured graph (TrainStepOptions)
   std::int64_t untimed_steps = 0;  ///< first steps left out of the median step time (warm-up)
   std::int64_t ce_chunk_rows = 0;  ///< rows of logits the head forms at a time (0: the default budget)
-  std::string precision = "bf16-mixed";
+  std::string precision = "bf16-mixed";  ///< the policy to dispatch (a registered preset)
+  bool allow_tf32 = false;               ///< f32 GEMMs on TF32 tensor cores (--precision tf32)
 };
 
 /// A point of a loss curve.
@@ -89,7 +90,11 @@ TrainOptions parse_train_flags(int argc, char** argv, Extra&& extra) {
       return argv[++i];
     };
     auto integer = [&](std::int64_t lo) { return flag_integer(flag, value(), lo); };
-    if (flag == "--precision") o.precision = value();
+    if (flag == "--precision") {
+      const PrecisionFlag p = parse_precision_flag(value());
+      o.precision = p.policy;
+      o.allow_tf32 = p.allow_tf32;
+    }
     else if (flag == "--vocab") o.vocab = integer(2);
     else if (flag == "--ctx") o.ctx = integer(1);
     else if (flag == "--d") o.dim = integer(1);
@@ -128,7 +133,8 @@ TrainOptions parse_train_flags(int argc, char** argv, Extra&& extra) {
 
 /// The shared flags' help text.
 inline const char* train_flags_help() {
-  return "  --precision NAME        a registered precision string (default bf16-mixed)\n"
+  return "  --precision NAME        a registered precision string, or tf32: 32-true with TF32 GEMMs\n"
+         "                          (default bf16-mixed)\n"
          "  --vocab V --ctx T --d C --layers L --heads H   model shape (default 256 128 128 2 4)\n"
          "  --batch B --steps N --lr X --warmup W --seed S  (default 16 800 1e-3 50 1234)\n"
          "  --update-rounding nearest|stochastic|kahan      override the policy's update rounding\n"

@@ -211,10 +211,10 @@ RunResult train_policy(const TrainOptions& o) {
   namespace ag = mixtape::autograd;
   using Clock = std::chrono::steady_clock;
   RunResult r;
-  r.precision = std::string(P::name);
+  r.precision = PrecisionFlag{o.precision, o.allow_tf32}.report_name(P::name);
   const mt::Device device = detail::pick_device(o.device);
   r.device = device.to_string();
-  auto ctx = mt::ExecutionContext::on(device, {.host_threads = o.threads, .seed = o.seed});
+  auto ctx = mt::ExecutionContext::on(device, {.host_threads = o.threads, .seed = o.seed, .allow_tf32 = o.allow_tf32});
   r.device_name = detail::device_name(ctx);
 
   mt::nn::ParameterStore store;

@@ -439,3 +439,42 @@ TEST_CASE("gemm cuda: device and backend errors", "[blas][cuda][errors]") {
   d.c.ld = 5;
   CHECK_THROWS_AS(bcuda::gemm(dev(), d), DTypeError);
 }
+
+TEST_CASE("matmul cuda: a context's allow_tf32 is the per-call option's TF32", "[blas][cuda]") {
+  std::mt19937_64 rng(btest::fresh_seed());
+  std::uniform_real_distribution<double> u(-1, 1);
+  constexpr std::int64_t m = 96, n = 80, k = 512;
+  auto a = Tensor<float>::empty(host(), {m, k}), b = Tensor<float>::empty(host(), {k, n});
+  for (std::int64_t i = 0; i < a.numel(); ++i) a.data()[i] = static_cast<float>(u(rng));
+  for (std::int64_t i = 0; i < b.numel(); ++i) b.data()[i] = static_cast<float>(u(rng));
+  auto tf32_ctx = ExecutionContext::cuda(0, {.allow_tf32 = true});
+  REQUIRE(tf32_ctx.allow_tf32());
+  REQUIRE_FALSE(dev().allow_tf32());
+  const auto run = [&](const ExecutionContext& ctx, bool option) {
+    auto da = to_device(ctx, a, Device::cuda(0)), db = to_device(ctx, b, Device::cuda(0));
+    auto dc = Tensor<float>::empty(ctx, {m, n});
+    blas::MatmulOptions o;
+    o.allow_tf32 = option;
+    bcuda::matmul(ctx, da, db, dc, o);
+    return to_vector(ctx, dc);
+  };
+  const auto by_context = run(tf32_ctx, false), by_option = run(dev(), true), full = run(dev(), false);
+  CHECK(by_context == by_option);  // the same problem to cuBLASLt: the same algorithm, the same bits
+  // Against f64: TF32 rounds both inputs to 11 significant bits (2 u_tf32 |a||b| per product),
+  // full f32 does not; k = 512 products of |a|, |b| <= 1 keep the bound scaled by k.
+  double tf32_err = 0, f32_err = 0;
+  for (std::int64_t i = 0; i < m; ++i) {
+    for (std::int64_t j = 0; j < n; ++j) {
+      double ref = 0, mag = 0;
+      for (std::int64_t p = 0; p < k; ++p) {
+        ref += double(a.data()[i * k + p]) * double(b.data()[p * n + j]);
+        mag += std::fabs(double(a.data()[i * k + p]) * double(b.data()[p * n + j]));
+      }
+      const auto at = static_cast<std::size_t>(i * n + j);
+      tf32_err = std::max(tf32_err, std::fabs(by_context[at] - ref) / mag);
+      f32_err = std::max(f32_err, std::fabs(full[at] - ref) / mag);
+    }
+  }
+  CHECK(tf32_err <= 2 * 0x1p-11 + k * 0x1p-24);
+  CHECK(tf32_err > 16 * f32_err);  // the context's flag did reach cuBLASLt
+}

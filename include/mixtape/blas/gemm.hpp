@@ -83,7 +83,7 @@ struct MatmulOptions {
   TensorRef bias_grad;                ///< (n,) for dgelu_bgrad / bgrad_b, (m,) for bgrad_a
   TensorRef aux;                      ///< C's shape and dtype: *_aux kinds write it, dgelu* read it
   Tensor<float> amax;                 ///< one element: receives max |C| (on C's device)
-  bool allow_tf32 = false;
+  bool allow_tf32 = false;            ///< or the context's ContextOptions::allow_tf32
   bool allow_reduced_precision_reduction = false;  ///< see GemmDesc
   bool fast_accumulation = false;     ///< FP8 only: accepted and ignored
   bool fuse_epilogue = true;
@@ -193,7 +193,7 @@ void matmul(const ExecutionContext& ctx, const Tensor<TA>& a, const Tensor<TB>& 
   d.c.batch_stride = rank == 3 ? c.stride(0) : 0;
   d.c.beta = options.beta;
   d.alpha = options.alpha;
-  d.allow_tf32 = options.allow_tf32;
+  d.allow_tf32 = options.allow_tf32 || ctx.allow_tf32();
   d.allow_reduced_precision_reduction = options.allow_reduced_precision_reduction;
   d.fast_accumulation = options.fast_accumulation;
   d.fuse_epilogue = options.fuse_epilogue;

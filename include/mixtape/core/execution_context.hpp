@@ -46,6 +46,10 @@ struct ContextOptions {
   std::uint64_t seed = 0x6D69787461706521ULL;     ///< Philox key for this context's random draws
   std::int64_t gemm_workspace_bytes = 32 << 20;   ///< cuBLASLt workspace (32 MiB, cuBLAS's Hopper advice)
   std::int64_t staging_bytes = 8 << 20;           ///< each of the two pinned staging buffers
+  /// f32 GEMMs on this context may run on TF32 tensor cores (inputs rounded to 10 mantissa bits,
+  /// f32 accumulation): torch's `allow_tf32` / `set_float32_matmul_precision("high")`, a setting of
+  /// the run rather than of the model, as in torch. The host GEMM ignores it (full f32).
+  bool allow_tf32 = false;
 };
 
 /// Device, stream, libraries and allocators for one stream of work. Move-only.
@@ -132,6 +136,8 @@ class ExecutionContext {
     return state_->staging[i];
   }
   std::int64_t staging_bytes() const noexcept { return state_->options.staging_bytes; }
+  /// Whether f32 GEMMs may use TF32 (ContextOptions::allow_tf32).
+  bool allow_tf32() const noexcept { return state_->options.allow_tf32; }
 #endif
 
   /// Waits until all work queued on this context's stream is done (no-op on the host, whose ops
