@@ -7,6 +7,8 @@
 #                              small and the MLP, ours and the peer's eager run once
 #   bench/gpu_run.sh profile   bench/kernel_profile.sh on GPT-2 small bf16-mixed
 #   bench/gpu_run.sh compare [ROUNDS] [CASE...]   bench/compare.sh
+#   bench/gpu_run.sh patch NAME  apply bench/patches/NAME.patch, rebuild, run the cuda tests, the
+#                              attention kernels and GPT-2 bf16-mixed (ours), then take the patch out
 # The peer script travels as .carry/torch_gpt.py, Catch2 as .carry/catch2.tar. Output under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -57,5 +59,18 @@ case ${1:-} in
   compare)
     ensure_build
     OUT=$out/compare.jsonl bash bench/compare.sh build-gpu "$peer" "${2:-3}" "${@:3}" ;;
-  *) echo "usage: gpu_run.sh build|test|bench|profile|compare" >&2; exit 2 ;;
+  patch)
+    ensure_build
+    p=bench/patches/${2:?usage: gpu_run.sh patch NAME}.patch
+    git apply "$p" || exit 1
+    trap 'git apply -R "$p"' EXIT
+    ensure_build force
+    MIXTAPE_REQUIRE_GPU=1 ctest --test-dir build-gpu -L cuda -j 4 --output-on-failure --timeout 600 >"$out/ctest_patch.log" 2>&1
+    rc=$?
+    grep -E 'tests passed|tests failed|Total Test' "$out/ctest_patch.log"
+    [ $rc = 0 ] || grep -B5 -A25 -E "FAILED|failed" "$out/ctest_patch.log" | head -80
+    build-gpu/bench/bench_attention
+    build-gpu/bench/gpt_bench --precision bf16-mixed
+    exit $rc ;;
+  *) echo "usage: gpu_run.sh build|test|bench|profile|compare|patch" >&2; exit 2 ;;
 esac
