@@ -60,6 +60,7 @@ struct PrecisionFlag {
   }
 };
 
+/// `--precision`'s value as a PrecisionFlag (names are checked later, by the preset registry).
 inline PrecisionFlag parse_precision_flag(const std::string& text) {
   if (text == "tf32") return {"32-true", true};
   return {text, false};
