@@ -18,8 +18,8 @@ Result run_gpt_cuda(const mixtape::ExecutionContext& ctx, const std::string& pre
                     const std::vector<std::vector<double>>& weights, const std::vector<std::int32_t>& ids,
                     const std::vector<std::int32_t>& targets);
 
-/// What `train_gpt_cuda` saw: the loss of every step (read one step late from the StepScalars, as a
-/// training loop does) and, after the last step, every store buffer's bits.
+/// What `train_gpt_cuda` saw: the loss of every step (the StepScalars' loss, read after the step)
+/// and, after the last step, every store buffer's bits.
 struct Training {
   std::vector<double> losses;
   std::vector<std::vector<double>> buffers;
