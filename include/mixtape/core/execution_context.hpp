@@ -106,6 +106,9 @@ class ExecutionContext {
     return first;
   }
 
+  /// Whether f32 GEMMs may use TF32 (ContextOptions::allow_tf32).
+  bool allow_tf32() const noexcept { return state_->options.allow_tf32; }
+
   /// The stream as an opaque pointer (null for a host context).
   void* stream_handle() const noexcept {
 #if defined(MIXTAPE_WITH_CUDA)
@@ -136,8 +139,6 @@ class ExecutionContext {
     return state_->staging[i];
   }
   std::int64_t staging_bytes() const noexcept { return state_->options.staging_bytes; }
-  /// Whether f32 GEMMs may use TF32 (ContextOptions::allow_tf32).
-  bool allow_tf32() const noexcept { return state_->options.allow_tf32; }
 #endif
 
   /// Waits until all work queued on this context's stream is done (no-op on the host, whose ops
