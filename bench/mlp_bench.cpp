@@ -99,7 +99,7 @@ bench::BenchLine run(const bench::PeerFlags& f, bool allow_tf32) {
   const double t = times[times.size() / 2];
   bench::BenchLine b;
   b.workload = "mlp";
-  b.precision = train::PrecisionFlag{std::string(P::name), allow_tf32}.report_name(P::name);
+  b.precision = train::precision_report_name(P::name, allow_tf32);
   b.cuda_graph = f.cuda_graph && ctx.is_cuda();
   b.per_s = static_cast<double>(f.rows) / t;
   b.step_ms = t * 1e3;

@@ -54,11 +54,12 @@ inline bool flag_on_off(const std::string& flag, const std::string& text) {
 struct PrecisionFlag {
   std::string policy;       ///< the registered preset to dispatch
   bool allow_tf32 = false;  ///< f32 GEMMs on TF32 tensor cores
-  /// The name a report gives the run: "tf32" for the TF32 run, else the policy's.
-  std::string report_name(std::string_view policy_name) const {
-    return allow_tf32 ? std::string("tf32") : std::string(policy_name);
-  }
 };
+
+/// The name a report gives a run of `policy_name`: "tf32" for the TF32 run, else the policy's.
+inline std::string precision_report_name(std::string_view policy_name, bool allow_tf32) {
+  return allow_tf32 ? std::string("tf32") : std::string(policy_name);
+}
 
 /// `--precision`'s value as a PrecisionFlag (names are checked later, by the preset registry).
 inline PrecisionFlag parse_precision_flag(const std::string& text) {

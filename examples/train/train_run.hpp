@@ -211,7 +211,7 @@ RunResult train_policy(const TrainOptions& o) {
   namespace ag = mixtape::autograd;
   using Clock = std::chrono::steady_clock;
   RunResult r;
-  r.precision = PrecisionFlag{o.precision, o.allow_tf32}.report_name(P::name);
+  r.precision = precision_report_name(P::name, o.allow_tf32);
   const mt::Device device = detail::pick_device(o.device);
   r.device = device.to_string();
   auto ctx = mt::ExecutionContext::on(device, {.host_threads = o.threads, .seed = o.seed, .allow_tf32 = o.allow_tf32});
