@@ -60,7 +60,6 @@ case ${1:-} in
     ensure_build
     OUT=$out/compare.jsonl bash bench/compare.sh build-gpu "$peer" "${2:-3}" "${@:3}" ;;
   patch)
-    ensure_build
     p=bench/patches/${2:?usage: gpu_run.sh patch NAME}.patch
     git apply "$p" || exit 1
     trap 'git apply -R "$p"' EXIT
