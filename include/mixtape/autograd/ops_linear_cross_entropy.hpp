@@ -7,11 +7,12 @@
 /// rounding points: the logits are rounded to T (the compute type), the logits' gradient is formed
 /// in T. Per chunk of rows, the forward
 ///  1. forms logits = h_chunk W^T in a reusable (rows, V) buffer of T,
-///  2. writes that chunk's per-row losses and logsumexp (kernels::cross_entropy_rows),
-///  3. and, when a gradient is needed, overwrites the logits with p - onehot in T (the cross-entropy
-///     backward with dloss equal to the chunk's row count, so that no 1/N is applied in T: values in
-///     [-1, 1] fit every half format) and accumulates dH = (p - onehot) W and dW = (p - onehot)^T h
-///     in the accumulate type A (f32; f64 for f64) by GEMMs.
+///  2. writes that chunk's per-row losses and logsumexp and, when a gradient is needed, overwrites
+///     the logits with p - onehot in T in the same pass (kernels::cross_entropy_rows_grad: the
+///     gradient of the chunk's sum, so that no 1/N is applied in T: values in [-1, 1] fit every half
+///     format; on CUDA one read of the logits and one write),
+///  3. and accumulates dH = (p - onehot) W and dW = (p - onehot)^T h in the accumulate type A (f32;
+///     f64 for f64) by GEMMs.
 /// The loss is the mean over all N rows (kernels::cross_entropy_mean: the same bits as the unfused
 /// forward). The backward only scales: dh = dH * dloss / N and dW * dloss / N are written, or
 /// accumulated, into h's and W's gradients in their gradient types (a tied table's compute copy
@@ -41,7 +42,6 @@
 #include <string>
 
 #include "mixtape/autograd/ops_linear.hpp"
-#include "mixtape/kernels/fill.hpp"
 #include "mixtape/kernels/loss.hpp"
 
 namespace mixtape::autograd {
@@ -167,19 +167,12 @@ Var<kernels::compute_t<T>> linear_cross_entropy(Tape& tape, const Var<T>& h, con
   const Tensor<T> hc = h.value().is_contiguous() ? h.value() : kernels::contiguous(ctx, h.value());
   const Tensor<T> w = weight.value();
   const std::int64_t chunk = detail::linear_cross_entropy_chunk(options.chunk_rows, n, v, sizeof(T));
-  const std::int64_t last = n - (n - 1) / chunk * chunk;  // rows of the last chunk
   auto logits = Tensor<T>::empty(ctx, Shape{chunk, v}, MemoryRole::workspace);
   auto losses = Tensor<L>::empty(ctx, Shape{n}, MemoryRole::workspace);
   auto lse = Tensor<L>::empty(ctx, Shape{n}, MemoryRole::workspace);
-  Tensor<L> dh, dw, rows_seed;
+  Tensor<L> dh, dw;
   if (grad_h) dh = Tensor<L>::empty(ctx, Shape{n, c}, MemoryRole::activations);
   if (grad_w) dw = Tensor<L>::empty(ctx, Shape{v, c}, MemoryRole::activations);
-  if (grad_h || grad_w) {
-    // The backward's dloss of a chunk of r rows: r, so that its scale dloss / r is exactly 1.
-    rows_seed = Tensor<L>::empty(ctx, Shape{2}, MemoryRole::workspace);
-    kernels::fill(ctx, rows_seed.slice(0, 0, 1), static_cast<double>(chunk));
-    kernels::fill(ctx, rows_seed.slice(0, 1, 1), static_cast<double>(last));
-  }
   for (std::int64_t r0 = 0; r0 < n; r0 += chunk) {
     const std::int64_t r = std::min(chunk, n - r0);
     const Tensor<T> z = logits.slice(0, 0, r);  // (r, V)
@@ -187,9 +180,11 @@ Var<kernels::compute_t<T>> linear_cross_entropy(Tape& tape, const Var<T>& h, con
     const Tensor<I> tr = targets.slice(0, r0, r);
     const Tensor<L> lr = lse.slice(0, r0, r);
     blas::matmul(ctx, hr, w.transposed(), z);
-    kernels::cross_entropy_rows(ctx, z, tr, losses.slice(0, r0, r), lr);
-    if (!grad_h && !grad_w) continue;
-    kernels::cross_entropy_backward(ctx, z, tr, lr, rows_seed.slice(0, r == chunk ? 0 : 1, 1), z, false);  // p - onehot
+    if (!grad_h && !grad_w) {
+      kernels::cross_entropy_rows(ctx, z, tr, losses.slice(0, r0, r), lr);
+      continue;
+    }
+    kernels::cross_entropy_rows_grad(ctx, z, tr, losses.slice(0, r0, r), lr, z);  // z becomes p - onehot
     if (grad_h) blas::matmul(ctx, z, w, dh.slice(0, r0, r));  // (r, V) (V, C)
     if (grad_w) {
       blas::MatmulOptions o;

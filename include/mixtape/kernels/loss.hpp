@@ -22,6 +22,7 @@
 /// @code
 ///   kernels::cross_entropy_forward(ctx, logits, targets, losses, lse, loss);   // (B*T, V) -> loss
 ///   kernels::cross_entropy_rows(ctx, logits_chunk, targets_chunk, losses_chunk, lse_chunk);  // no mean
+///   kernels::cross_entropy_rows_grad(ctx, z_chunk, t_chunk, l_chunk, lse_chunk, z_chunk);  // + softmax - onehot
 ///   kernels::cross_entropy_mean(ctx, losses, loss);                             // after every chunk
 ///   kernels::fill(ctx, dloss, 1.0f);
 ///   kernels::cross_entropy_backward(ctx, logits, targets, lse, dloss, logits, false);  // in place
@@ -125,6 +126,49 @@ void cross_entropy_rows(const ExecutionContext& ctx, const Tensor<T>& logits, co
                         const Tensor<L>& losses, const Tensor<L>& lse, const Tensor<std::int64_t>& status = {}) {
   impl::cross_entropy_forward("cross_entropy_rows", ctx, logits, targets, losses, lse, static_cast<const Tensor<L>*>(nullptr),
                               status);
+}
+
+/// cross_entropy_rows and, in the same call, the gradient of the rows' *sum* of losses:
+/// dlogits = softmax(logits) - onehot(targets) in the logits' type (values in [-1, 1], so no half
+/// format overflows and no 1/N underflows), for a caller that applies dloss / N later
+/// (linear_cross_entropy). The same values as cross_entropy_rows then cross_entropy_backward with
+/// dloss = N (bit for bit on the host). CUDA reads the logits once when a row fits the one-pass
+/// kernel's registers (2048 < V <= 65,536 in f16 / bf16, 32,768 in f32, 16-byte aligned rows), else
+/// runs the forward and backward kernels.
+/// @param logits   (..., V)
+/// @param targets  the logits' leading shape, values in [0, V)
+/// @param losses, lse  targets' shape
+/// @param dlogits  the logits' shape: the logits tensor itself (in place) or not overlapping it
+/// @param status   optional (CUDA), as in the forward
+template <FloatElement T, IndexElement I, StatElement L>
+void cross_entropy_rows_grad(const ExecutionContext& ctx, const Tensor<T>& logits, const Tensor<I>& targets,
+                             const Tensor<L>& losses, const Tensor<L>& lse, const Tensor<T>& dlogits,
+                             const Tensor<std::int64_t>& status = {}) {
+  constexpr const char* kOp = "cross_entropy_rows_grad";
+  using A = compute_t<T>;
+  detail::expect_dense_all(kOp, ctx, {{"logits", &logits}, {"targets", &targets}, {"losses", &losses}, {"lse", &lse},
+                                      {"dlogits", &dlogits}});
+  const auto rs = detail::cross_entropy_shape(kOp, logits, targets);
+  detail::expect_shape(kOp, "losses", losses, targets.shape());
+  detail::expect_shape(kOp, "lse", lse, targets.shape());
+  detail::expect_shape(kOp, "dlogits", dlogits, logits.shape());
+  detail::expect_status(kOp, ctx, status);
+  MIXTAPE_EXPECT(dlogits.data() == logits.data() || !detail::overlaps(dlogits, logits), ValueError, kOp,
+                 ": expected dlogits to be the logits tensor itself or not to overlap it");
+  if (ctx.is_cuda()) {
+#if MIXTAPE_HAS_KERNELS
+    detail::gpu::cross_entropy_rows_grad<A>(ctx, logits.data(), targets.data(), losses.data(), lse.data(),
+                                            dlogits.data(), rs.rows, rs.cols, status.data());
+#else
+    detail::throw_needs_cu(kOp, ctx.device());
+#endif
+  } else {
+    detail::cross_entropy_rows_grad_host<A>(ctx.pool(), logits.data(), targets.data(), losses.data(), lse.data(),
+                                            dlogits.data(), rs.rows, rs.cols);
+  }
+  losses.storage()->bump_version();
+  lse.storage()->bump_version();
+  dlogits.storage()->bump_version();
 }
 
 /// mean_loss = the mean of the per-row `losses`, summed in double in the forward's fixed order.

@@ -242,6 +242,53 @@ TEST_CASE("cross_entropy computes in place and takes runtime-typed targets", "[k
   REQUIRE(ktest::bitwise_equal(out, z));
 }
 
+TEMPLATE_TEST_CASE("cross_entropy_rows_grad is cross_entropy_rows then the backward of the rows' sum, bit for bit",
+                   "[kernels][loss]", double, float, bf16, f16) {
+  using L = std::conditional_t<std::is_same_v<TestType, double>, double, float>;
+  std::mt19937_64 rng(ktest::fresh_seed());
+  for (const auto& [rows, vocab] : {std::pair<std::int64_t, std::int64_t>{1, 1}, {5, 37}, {9, 3000}}) {
+    INFO(rows << " x " << vocab);
+    auto z = mref::random_tensor<TestType>(host(), {rows, vocab}, rng, -8, 8);
+    auto t = random_targets<std::int32_t>({rows}, vocab, rng);
+    auto losses = Tensor<L>::empty(host(), {rows}), lse = Tensor<L>::empty(host(), {rows});
+    auto grad = Tensor<TestType>::empty(host(), {rows, vocab});
+    k::cross_entropy_rows_grad(host(), z, t, losses, lse, grad);
+    // The two calls it replaces: the rows, then the backward with dloss = N (scale N / N = 1).
+    auto losses_ref = Tensor<L>::empty(host(), {rows}), lse_ref = Tensor<L>::empty(host(), {rows});
+    k::cross_entropy_rows(host(), z, t, losses_ref, lse_ref);
+    std::vector<L> n = {static_cast<L>(rows)};
+    auto grad_ref = Tensor<TestType>::empty(host(), {rows, vocab});
+    k::cross_entropy_backward(host(), z, t, lse_ref, Tensor<L>::wrap(n.data(), {1}), grad_ref, false);
+    REQUIRE(ktest::bitwise_equal(losses, losses_ref));
+    REQUIRE(ktest::bitwise_equal(lse, lse_ref));
+    REQUIRE(ktest::bitwise_equal(grad, grad_ref));
+    // In place gives the same bits.
+    k::cross_entropy_rows_grad(host(), z, t, losses, lse, z);
+    REQUIRE(ktest::bitwise_equal(z, grad_ref));
+  }
+}
+
+TEST_CASE("cross_entropy_rows_grad rejects bad operands with typed errors", "[kernels][loss][errors]") {
+  auto z = Tensor<float>::empty(host(), {4, 7});
+  std::fill(z.data(), z.data() + 28, 0.5f);
+  auto losses = Tensor<float>::empty(host(), {4}), lse = Tensor<float>::empty(host(), {4});
+  std::vector<std::int32_t> tv = {0, 6, 7, 3};
+  auto t = Tensor<std::int32_t>::wrap(tv.data(), {4});
+  try {
+    k::cross_entropy_rows_grad(host(), z, t, losses, lse, z);
+    FAIL("no exception");
+  } catch (const ValueError& e) {
+    REQUIRE_THAT(e.what(), Catch::Contains("target 7 at row 2"));
+  }
+  tv[2] = 1;
+  REQUIRE_THROWS_AS(k::cross_entropy_rows_grad(host(), z, t, losses, lse, Tensor<float>::empty(host(), {4, 6})), ShapeError);
+  REQUIRE_THROWS_AS(k::cross_entropy_rows_grad(host(), z, t, losses, Tensor<float>::empty(host(), {3}), z), ShapeError);
+  // A gradient that overlaps the logits without being them would be read after it is written.
+  auto big = Tensor<float>::empty(host(), {5, 7});
+  std::fill(big.data(), big.data() + 35, 0.5f);
+  REQUIRE_THROWS_AS(k::cross_entropy_rows_grad(host(), big.slice(0, 0, 4), t, losses, lse, big.slice(0, 1, 4)), ValueError);
+}
+
 TEST_CASE("cross_entropy rejects out-of-range targets naming the row and the value", "[kernels][loss][errors]") {
   auto z = Tensor<float>::empty(host(), {4, 7});
   std::fill(z.data(), z.data() + 28, 0.5f);

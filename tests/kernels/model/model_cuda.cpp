@@ -265,6 +265,39 @@ void cross_entropy_case(const Shape& s, std::mt19937_64& rng, bool misaligned) {
   }
 }
 
+/// cross_entropy_rows_grad (the one-pass kernel where a row fits its registers, else the two
+/// kernels): losses and lse against the long-double reference, p - onehot against the reference
+/// gradient of the rows' sum evaluated at the device's own lse (whose error the lse check bounds),
+/// in place equal to out of place, two runs equal.
+template <class T, class I, class L>
+void cross_entropy_rows_grad_case(const Shape& s, std::mt19937_64& rng, bool misaligned) {
+  using A = k::compute_t<T>;
+  const double u_a = ktest::unit_roundoff<A>();
+  INFO("cross_entropy_rows_grad " << ktest::type_name<T>() << " shape " << s << " misaligned " << misaligned);
+  const std::int64_t vocab = s[s.rank() - 1], rows = s.numel() / vocab;
+  const Shape lead = lead_of(s);
+  auto z = mref::random_tensor<T>(host(), s, rng, -8, 8);
+  auto t = random_ids<I>(lead, vocab, rng);
+  auto td = up(t);
+  auto status = status_tensor();
+  auto zd = up(z, misaligned);
+  auto out = dev_empty<T>(s, misaligned);
+  auto losses = dev_empty<L>(lead), lse = dev_empty<L>(lead), losses2 = dev_empty<L>(lead), lse2 = dev_empty<L>(lead);
+  mcuda::cross_entropy_rows_grad(dev(), zd, td, losses, lse, out, status);       // out of place
+  mcuda::cross_entropy_rows_grad(dev(), zd, td, losses2, lse2, zd, status);      // in place
+  REQUIRE_FALSE(k::read_index_status(dev(), status).error);
+  const auto r = mref::cross_entropy_reference<L>(ktest::values(z), as_int64(t), rows, vocab, u_a);
+  mref::require_close("losses", mref::widen(down(losses)), r.loss, mref::with_output_rounding<L>(r.loss, r.loss_err));
+  mref::require_close("lse", mref::widen(down(lse)), r.lse, mref::with_output_rounding<L>(r.lse, r.lse_err));
+  std::vector<double> ref, err;
+  mref::cross_entropy_grad_reference(ktest::values(z), as_int64(t), mref::widen(down(lse)), double(rows), rows, vocab, u_a,
+                                     ref, err);
+  mref::require_close("p - onehot", mref::widen(down(out)), ref, mref::with_output_rounding<T>(ref, err));
+  mref::require_same_bits("in place: losses", down(losses2), down(losses));
+  mref::require_same_bits("in place: lse", down(lse2), down(lse));
+  mref::require_same_bits("in place: p - onehot", down(zd), down(out));
+}
+
 // ------------------------------------------------------------------ embedding
 
 template <class I, class T, class O>
@@ -402,6 +435,43 @@ TEST_CASE("CUDA cross-entropy is within tolerance and deterministic", "[cuda][ke
     cross_entropy_case<f16, i64, float, f16>(s, rng, false);
     cross_entropy_case<double, i64, double, double>(s, rng, false);
   }
+}
+
+TEST_CASE("CUDA cross_entropy_rows_grad: one pass where a row fits, two kernels elsewhere", "[cuda][kernels][loss]") {
+  const std::uint64_t seed = ktest::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  // 2048 and below: the warp kernels; 2049 .. 65,536 (bf16, f16) / 32,768 (f32): the one-pass
+  // kernel, 50304 being GPT-2's head; above, misaligned rows and f64: the block kernels.
+  for (const Shape& s : {Shape{7, 33}, Shape{3, 2048}, Shape{5, 2056}, Shape{64, 50304}, Shape{2, 65536}, Shape{2, 65544}}) {
+    cross_entropy_rows_grad_case<bf16, i32, float>(s, rng, false);
+    cross_entropy_rows_grad_case<f16, i64, float>(s, rng, false);
+  }
+  for (const Shape& s : {Shape{5, 2052}, Shape{9, 32768}, Shape{2, 32772}}) {
+    cross_entropy_rows_grad_case<float, i32, float>(s, rng, false);
+    cross_entropy_rows_grad_case<float, i32, float>(s, rng, true);
+  }
+  cross_entropy_rows_grad_case<double, i64, double>(Shape{3, 4099}, rng, false);
+}
+
+TEST_CASE("CUDA cross_entropy_rows_grad makes out-of-range rows NaN and records the first", "[cuda][kernels][loss][errors]") {
+  const std::int64_t rows = 4, vocab = 4096;  // the one-pass kernel
+  std::mt19937_64 rng(ktest::fresh_seed());
+  auto z = mref::random_tensor<bf16>(host(), {rows, vocab}, rng, -2, 2);
+  std::vector<i32> tv = {7, 4096, 0, -1};
+  auto t = up(Tensor<i32>::wrap(tv.data(), {rows}));
+  auto losses = dev_empty<float>({rows}), lse = dev_empty<float>({rows});
+  auto dz = dev_empty<bf16>({rows, vocab});
+  auto status = status_tensor();
+  mcuda::cross_entropy_rows_grad(dev(), up(z), t, losses, lse, dz, status);
+  const auto l = down(losses);
+  for (std::int64_t i = 0; i < rows; ++i) REQUIRE(std::isnan(l[i]) == (i == 1 || i == 3));
+  const auto g = mref::widen(down(dz));
+  for (std::int64_t i = 0; i < rows * vocab; ++i) REQUIRE(std::isnan(g[i]) == (i / vocab == 1 || i / vocab == 3));
+  const auto st = k::read_index_status(dev(), status);
+  REQUIRE(st.error);
+  REQUIRE(st.row == 1);
+  REQUIRE(st.value == 4096);
 }
 
 TEST_CASE("CUDA cross-entropy makes out-of-range rows NaN and records the first", "[cuda][kernels][loss][errors]") {

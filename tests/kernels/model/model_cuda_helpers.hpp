@@ -55,6 +55,9 @@ void cross_entropy_forward(const ExecutionContext& ctx, const Tensor<T>& z, cons
 template <class T, class I, class L, class G>
 void cross_entropy_backward(const ExecutionContext& ctx, const Tensor<T>& z, const Tensor<I>& t, const Tensor<L>& lse,
                             const Tensor<L>& dloss, const Tensor<G>& dz, bool acc, const Status& status);
+template <class T, class I, class L>
+void cross_entropy_rows_grad(const ExecutionContext& ctx, const Tensor<T>& z, const Tensor<I>& t, const Tensor<L>& losses,
+                             const Tensor<L>& lse, const Tensor<T>& dz, const Status& status);
 template <class X, class Y, class L>
 void mse_forward(const ExecutionContext& ctx, const Tensor<X>& x, const Tensor<Y>& y, const Tensor<L>& loss);
 template <class X, class Y, class L, class DX>

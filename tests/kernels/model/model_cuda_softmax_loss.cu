@@ -31,6 +31,11 @@ void cross_entropy_backward(const Ctx& ctx, const Tensor<T>& z, const Tensor<I>&
                             const Tensor<L>& dloss, const Tensor<G>& dz, bool acc, const Status& status) {
   k::cross_entropy_backward(ctx, z, t, lse, dloss, dz, acc, status);
 }
+template <class T, class I, class L>
+void cross_entropy_rows_grad(const Ctx& ctx, const Tensor<T>& z, const Tensor<I>& t, const Tensor<L>& losses,
+                             const Tensor<L>& lse, const Tensor<T>& dz, const Status& status) {
+  k::cross_entropy_rows_grad(ctx, z, t, losses, lse, dz, status);
+}
 template <class X, class Y, class L>
 void mse_forward(const Ctx& ctx, const Tensor<X>& x, const Tensor<Y>& y, const Tensor<L>& loss) {
   k::mse_forward(ctx, x, y, loss);
@@ -57,6 +62,12 @@ template void cross_entropy_forward(const Ctx&, T_<bf16>&, T_<i32>&, T_<float>&,
 template void cross_entropy_forward(const Ctx&, T_<f16>&, T_<i64>&, T_<float>&, T_<float>&, T_<float>&, const Status&);
 template void cross_entropy_forward(const Ctx&, T_<double>&, T_<i64>&, T_<double>&, T_<double>&, T_<double>&,
                                     const Status&);
+template void cross_entropy_rows_grad(const Ctx&, T_<float>&, T_<i32>&, T_<float>&, T_<float>&, T_<float>&,
+                                      const Status&);
+template void cross_entropy_rows_grad(const Ctx&, T_<bf16>&, T_<i32>&, T_<float>&, T_<float>&, T_<bf16>&, const Status&);
+template void cross_entropy_rows_grad(const Ctx&, T_<f16>&, T_<i64>&, T_<float>&, T_<float>&, T_<f16>&, const Status&);
+template void cross_entropy_rows_grad(const Ctx&, T_<double>&, T_<i64>&, T_<double>&, T_<double>&, T_<double>&,
+                                      const Status&);
 template void cross_entropy_backward(const Ctx&, T_<float>&, T_<i32>&, T_<float>&, T_<float>&, T_<float>&, bool,
                                      const Status&);
 template void cross_entropy_backward(const Ctx&, T_<bf16>&, T_<i32>&, T_<float>&, T_<float>&, T_<bf16>&, bool,

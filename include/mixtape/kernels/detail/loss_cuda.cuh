@@ -5,7 +5,9 @@
 /// exp) state of softmax, writes lse and the row's loss; the mean over rows is a two-pass sum
 /// (fixed chunks per block, then one block adds the chunk sums in order, in double) into a device
 /// scalar: no atomics, no host synchronisation. Backward: one pass per row writing
-/// (exp(z - lse) - onehot) * dloss / N. MSE forward: the same two-pass sum over (x - y)^2.
+/// (exp(z - lse) - onehot) * dloss / N. Both at once (cross_entropy_rows_grad, the chunked LM
+/// head): a block per row holding the row in registers, one read of the logits and one write. MSE
+/// forward: the same two-pass sum over (x - y)^2.
 /// An out-of-range target never indexes memory: its row's loss and gradient are NaN and, with a
 /// status tensor, the row is recorded (index_status.hpp).
 #pragma once
@@ -124,7 +126,8 @@ __global__ void __launch_bounds__(kRowThreads)
     cross_entropy_backward_kernel(std::int64_t rows, std::int64_t vocab, const T* logits, const I* targets,
                                   const L* lse, const L* dloss, GT* dlogits, bool accumulate, std::int64_t* status) {
   using RG = RowGroup<G>;
-  const A scale = to_acc<A>(*dloss) / static_cast<A>(rows);
+  // dloss == nullptr: the gradient of the rows' sum (scale exactly 1), for cross_entropy_rows_grad.
+  const A scale = dloss != nullptr ? to_acc<A>(*dloss) / static_cast<A>(rows) : A(1);
   for (std::int64_t row = RG::first_row(); row < rows; row += RG::row_stride()) {
     const std::int64_t base = row * vocab;
     const auto t = static_cast<std::int64_t>(targets[row]);
@@ -181,6 +184,175 @@ void cross_entropy_backward(const ExecutionContext& ctx, const T* logits, const 
     cross_entropy_backward_kernel<G, PP, A><<<grid, kRowThreads, 0, ctx.stream()>>>(rows, vocab, logits, targets, lse,
                                                                                    dloss, dlogits, accumulate, status);
   });
+}
+
+/// Threads of the one-pass cross-entropy (a block per row) and the most 16-byte packs a thread
+/// holds: rows of up to kOnePassThreads * kOnePassPacks * P classes stay in registers (65,536 in
+/// f16 / bf16, 32,768 in f32), so the logits are read from memory once and p - onehot written once.
+inline constexpr int kOnePassThreads = 1024;
+inline constexpr int kOnePassPacks = 8;
+
+/// The larger of a and b, a NaN in either winning (fmax would drop it).
+struct MaxKeepNan {
+  template <class A>
+  __device__ __forceinline__ A operator()(A a, A b) const {
+    return (b > a || b != b) ? b : a;
+  }
+};
+
+/// `v` combined over the block by a fixed tree (warps by shuffles, then the warp results in warp
+/// order), in every thread. @param smem Threads / 32 slots
+template <int Threads, class S, class Combine>
+__device__ __forceinline__ S block_all_reduce(S v, Combine combine_fn, S* smem) {
+#pragma unroll
+  for (int delta = 16; delta > 0; delta /= 2) v = combine_fn(v, shfl_down(v, delta));
+  v = shfl_lane0(v);
+  if (threadIdx.x % 32 == 0) smem[threadIdx.x / 32] = v;
+  __syncthreads();
+  S r = smem[0];
+#pragma unroll
+  for (int w = 1; w < Threads / 32; ++w) r = combine_fn(r, smem[w]);
+  __syncthreads();
+  return r;
+}
+
+/// Element k of a 16-byte pack of P `T`s held as raw 32-bit words, widened to A (f32 for every
+/// type the one-pass kernel takes). The widening is volatile asm so that the compiler redoes it in
+/// each of the three passes instead of keeping all widened values live across the barriers (which
+/// doubles a half-precision row's registers and spills).
+template <int P, class A, class T>
+__device__ __forceinline__ A pack_element(const uint4& raw, int k) {
+  static_assert(std::is_same_v<A, float> && P * sizeof(T) == 16);
+  const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
+  if constexpr (sizeof(T) == 4) {
+    return __uint_as_float(words[k]);
+  } else if constexpr (std::is_same_v<T, bf16>) {  // the top half of an f32 (NaNs stay NaN)
+    unsigned bits;
+    if (k % 2 == 0) {
+      asm volatile("shl.b32 %0, %1, 16;" : "=r"(bits) : "r"(words[k / 2]));
+    } else {
+      asm volatile("and.b32 %0, %1, 0xffff0000;" : "=r"(bits) : "r"(words[k / 2]));
+    }
+    return __uint_as_float(bits);
+  } else {
+    static_assert(std::is_same_v<T, f16>);
+    const auto half = static_cast<unsigned short>(k % 2 == 0 ? words[k / 2] & 0xFFFFu : words[k / 2] >> 16);
+    float f;
+    asm volatile("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(half));
+    return f;
+  }
+}
+
+/// Stores P f32 values rounded to nearest-even into one 16-byte pack of `T` with the hardware's
+/// paired conversions (cvt.rn.{bf16,f16}x2.f32): the library's portable conversion is exact too
+/// but holds more registers than the one-pass kernel has. A NaN becomes the canonical NaN.
+template <int P, class T>
+__device__ __forceinline__ void store_pack_rn(T* dst, const float (&v)[P]) {
+  static_assert(P * sizeof(T) == 16);
+  uint4 out;
+  unsigned* w = &out.x;
+  if constexpr (sizeof(T) == 4) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w[i] = __float_as_uint(v[i]);
+  } else if constexpr (std::is_same_v<T, bf16>) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(w[i]) : "f"(v[2 * i + 1]), "f"(v[2 * i]));
+  } else {
+    static_assert(std::is_same_v<T, f16>);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(w[i]) : "f"(v[2 * i + 1]), "f"(v[2 * i]));
+  }
+  *reinterpret_cast<uint4*>(dst) = out;
+}
+
+/// Per row: loss and lse as cross_entropy_forward_kernel (two passes over registers: the maximum,
+/// then the sum of exp(z - max)), then dlogits = exp(z - lse) - onehot, the backward's formula with
+/// dloss / N = 1. dlogits may be the logits (the row is in registers, and the target's logit is
+/// read before the first barrier).
+template <int P, class A, class T, class I, class L>
+__global__ void __launch_bounds__(kOnePassThreads, 1)
+    cross_entropy_one_pass_kernel(std::int64_t rows, std::int64_t vocab, const T* logits, const I* targets, L* losses,
+                                  L* lse, T* dlogits, std::int64_t* status) {
+  __shared__ A smem[kOnePassThreads / 32];
+  const std::int64_t lane0 = static_cast<std::int64_t>(threadIdx.x) * P;
+  constexpr std::int64_t kStride = std::int64_t{kOnePassThreads} * P;  // columns between a thread's packs
+  for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* zr = logits + row * vocab;
+    uint4 z[kOnePassPacks];
+#pragma unroll
+    for (int j = 0; j < kOnePassPacks; ++j) {
+      // A plain load, not ld.global.nc: with dlogits == logits the row is written by this kernel.
+      if (j * kStride + lane0 < vocab) z[j] = *reinterpret_cast<const uint4*>(zr + j * kStride + lane0);
+    }
+    const auto t = static_cast<std::int64_t>(targets[row]);
+    const bool valid = t >= 0 && t < vocab;
+    const A zt = threadIdx.x == 0 && valid ? to_acc<A>(zr[t]) : A(0);
+    A m = -infinity<A>();
+#pragma unroll
+    for (int j = 0; j < kOnePassPacks; ++j) {
+      if (j * kStride + lane0 < vocab) {
+#pragma unroll
+        for (int k = 0; k < P; ++k) m = MaxKeepNan{}(m, pack_element<P, A, T>(z[j], k));
+      }
+    }
+    m = block_all_reduce<kOnePassThreads>(m, MaxKeepNan{}, smem);
+    A s = A(0);
+#pragma unroll
+    for (int j = 0; j < kOnePassPacks; ++j) {
+      if (j * kStride + lane0 < vocab) {
+#pragma unroll
+        for (int k = 0; k < P; ++k) s += exp_of(pack_element<P, A, T>(z[j], k) - m);
+      }
+    }
+    s = block_all_reduce<kOnePassThreads>(s, Plus{}, smem);
+    // Rounded to L first, as the two-kernel path reads it back from lse.
+    const A l = to_acc<A>(cast<L>(m + log_of(s)));
+    if (threadIdx.x == 0) {
+      if (!valid) record_index_error(status, row, t);
+      lse[row] = cast<L>(l);
+      losses[row] = cast<L>(valid ? l - zt : quiet_nan<A>());
+    }
+    T* gr = dlogits + row * vocab;
+#pragma unroll
+    for (int j = 0; j < kOnePassPacks; ++j) {
+      const std::int64_t c = j * kStride + lane0;
+      if (c < vocab) {
+        A g[P];
+#pragma unroll
+        for (int k = 0; k < P; ++k) {
+          const A p = exp_of(pack_element<P, A, T>(z[j], k) - l);
+          g[k] = valid ? (c + k == t ? p - A(1) : p) : quiet_nan<A>();
+        }
+        store_pack_rn<P>(gr + c, g);
+      }
+    }
+  }
+}
+
+/// Losses, lse and dlogits = softmax - onehot of `rows` rows in one pass when a row fits the
+/// one-pass kernel's registers (f16 / bf16 / f32) and every row is packable; otherwise the forward
+/// kernel, then the backward kernel with a unit scale (two passes over the logits; the same results
+/// up to the forward's summation order).
+template <class A, class T, class I, class L>
+void cross_entropy_rows_grad(const ExecutionContext& ctx, const T* logits, const I* targets, L* losses, L* lse,
+                             T* dlogits, std::int64_t rows, std::int64_t vocab, std::int64_t* status) {
+  if (rows == 0) return;
+  DeviceScope scope(ctx.device().index());
+  if constexpr (sizeof(T) <= 4) {  // f64 rows would not fit the registers
+    constexpr int P = kPackOf<T>;
+    const bool one_pass = vocab > kWarpPerRowMaxCols && vocab <= std::int64_t{kOnePassThreads} * kOnePassPacks * P &&
+                          rows_packable<P>(vocab, logits, dlogits);
+    if (one_pass) {
+      const auto grid = static_cast<unsigned>(std::min<std::int64_t>(rows, 65535));
+      cross_entropy_one_pass_kernel<P, A><<<grid, kOnePassThreads, 0, ctx.stream()>>>(rows, vocab, logits, targets,
+                                                                                      losses, lse, dlogits, status);
+      MIXTAPE_CUDA_CHECK(cudaGetLastError());
+      return;
+    }
+  }
+  cross_entropy_forward<A>(ctx, logits, targets, losses, lse, static_cast<L*>(nullptr), rows, vocab, status);
+  cross_entropy_backward<A>(ctx, logits, targets, static_cast<const L*>(lse), static_cast<const L*>(nullptr), dlogits,
+                            rows, vocab, false, status);
 }
 
 template <class A, class X, class Y, class L>

@@ -63,7 +63,8 @@ template <class A, class T, class I, class L, class G>
 void cross_entropy_backward_host(ThreadPool& pool, const T* logits, const I* targets, const L* lse, const L* dloss,
                                  G* dlogits, std::int64_t rows, std::int64_t vocab, bool accumulate) {
   expect_indices_in_range("cross_entropy_backward", "target", targets, rows, vocab);
-  const A scale = to_acc<A>(*dloss) / static_cast<A>(rows);
+  // dloss == nullptr: the gradient of the rows' sum (scale exactly 1), for cross_entropy_rows_grad.
+  const A scale = dloss != nullptr ? to_acc<A>(*dloss) / static_cast<A>(rows) : A(1);
   pool.parallel_for(rows, host_row_grain(vocab), [&](std::int64_t r0, std::int64_t r1, int) {
     for (std::int64_t r = r0; r < r1; ++r) {
       const std::int64_t base = r * vocab;
@@ -79,6 +80,16 @@ void cross_entropy_backward_host(ThreadPool& pool, const T* logits, const I* tar
 }
 
 /// loss = sum (x - y)^2 / n on the host (dense x, y).
+/// Per-row losses and lse, then dlogits = softmax - onehot (the gradient of the rows' sum); dlogits
+/// may be the logits.
+template <class A, class T, class I, class L>
+void cross_entropy_rows_grad_host(ThreadPool& pool, const T* logits, const I* targets, L* losses, L* lse, T* dlogits,
+                                  std::int64_t rows, std::int64_t vocab) {
+  cross_entropy_forward_host<A>(pool, logits, targets, losses, lse, static_cast<L*>(nullptr), rows, vocab);
+  cross_entropy_backward_host<A>(pool, logits, targets, static_cast<const L*>(lse), static_cast<const L*>(nullptr),
+                                 dlogits, rows, vocab, false);
+}
+
 template <class A, class X, class Y, class L>
 void mse_forward_host(ThreadPool& pool, const X* x, const Y* y, L* loss, std::int64_t n) {
   const std::int64_t blocks = std::max<std::int64_t>(1, (n + kMseHostBlock - 1) / kMseHostBlock);
