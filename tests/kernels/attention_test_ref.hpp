@@ -5,14 +5,16 @@
 // compute type f32, gamma_n = n u_A / (1 - n u_A), s = 1/sqrt(D), everything below evaluated in
 // f64 from the T-rounded inputs; p, dP, D, dS are the exact values):
 //  - scores: an f32 dot of D products (exact for bf16, one rounding each for f32) then the scale:
-//      |dz_ij| <= ez_i := s gamma_{D+1} max_j sum_d |q_id k_jd| + u_A max_j |z_ij|.
+//      |dz_ij| <= ez_i := s gamma_{D+1} max_j sum_d |q_id k_jd| + 2 u_A max_j |z_ij|
+//    (the CUDA kernels scale by fl(s log2 e) to work in base 2: one more rounding of the scale).
 //  - softmax weights: a perturbation dz of every score moves p_j by the factor
 //    e^{dz_j} / sum_k p_k e^{dz_k}, so relatively by <= 2 ez; exp adds <= 4 u_A (libm and CUDA
 //    expf are within 2 ulp), the row sum gamma_{T+2}; rounding P (or exp(z - m)) to T adds u_T.
 //    Hence y (an f32 sum of T terms, rounded once to T):
 //      err_y = (u_T + 2 ez + 8 u_A + gamma_{T+2}) sum_j p_j |v_j|,  tol_y = err_y + u_T (|y| + err_y).
 //  - lse = m + log(l): |dlse| <= ez + gamma_{T+1} + 4 u_A (|lse| + 1)  (log's error included).
-//  - backward: P recomputed from lse has relative error eP_i = ez_i + tol_lse_i + 4 u_A. dP is an
+//  - backward: P recomputed from lse has relative error eP_i = ez_i + tol_lse_i + 4 u_A + u_A |lse_i|
+//    (the last for CUDA's rounded lse log2 e). dP is an
 //    f32 dot: edP_ij = gamma_{D} sum_d |dy_id v_jd|. D_i: the fused path uses the rounded y
 //    (sum_d |dy_id| tol_y_id + gamma_D sum_d |dy_id y_id|), the reference path rowsum(dP * P_T)
 //    (sum_j (u_T + eP_i) p_ij |dP_ij| + gamma_T sum_j p_ij |dP_ij|); eD_i = the larger. Then
@@ -93,11 +95,11 @@ Exact exact_attention(const AttentionCase& cs, const std::vector<double>& qkv, c
         double l = 0;
         for (std::int64_t j = 0; j <= i; ++j) l += std::exp(z[j] - m);
         for (std::int64_t j = 0; j <= i; ++j) p[i * Tn + j] = std::exp(z[j] - m) / l;
-        const double ez = s * gD * absdot + uA * zmax;
+        const double ez = s * gD * absdot + 2 * uA * zmax;
         const double lse = m + std::log(l);
         ex.lse[bh * Tn + i] = lse;
         ex.tol_lse[bh * Tn + i] = ez + gT + 4 * uA * (std::abs(lse) + 1);
-        eP[i] = ez + ex.tol_lse[bh * Tn + i] + 4 * uA;
+        eP[i] = ez + ex.tol_lse[bh * Tn + i] + 4 * uA + uA * std::abs(lse);  // + fl(lse log2 e) on CUDA
         for (std::int64_t d = 0; d < D; ++d) {
           double acc = 0, apv = 0, av = 0;
           for (std::int64_t j = 0; j <= i; ++j) {

@@ -222,6 +222,12 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xFFFFFFFFu, x, 2);
 }
 
+/// log2(e) and ln(2) in f32: the kernels keep scores in base-2 units (z log2 e), so that each
+/// softmax weight is one exp2f (the multi-function unit's ex2 plus a range fix-up, within 2 ulp
+/// as expf is, but a few instructions instead of expf's range reduction); lse stays natural.
+inline constexpr float kLog2e = 1.4426950408889634f;
+inline constexpr float kLn2 = 0.6931471805599453f;
+
 /// Tile sizes per head dim (rows of the block's own tile, rows of the streamed tiles): the
 /// backward kernels stream 32-row tiles at D = 128 to stay within 255 registers without spills.
 template <int D>
@@ -254,6 +260,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const std::uint16_t* k = q + c;
   const std::uint16_t* v = q + 2 * c;
   const int n_tiles = min((seq + kBc - 1) / kBc, (q0 + kBr + kBc - 1) / kBc);  // up to the diagonal
+  const float scale2 = scale * kLog2e;  // scores and their running maximum m in base-2 units
   load_tile<kBr, D>(sq, q, ld, q0, seq);
   load_tile<kBc, D>(sk, k, ld, 0, seq);
   load_tile<kBc, D>(sv, v, ld, 0, seq);
@@ -281,7 +288,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int nt = 0; nt < kBc / 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        float z = s[nt][e] * scale;
+        float z = s[nt][e] * scale2;
         if (masked) {
           const int col = key0 + nt * 8 + 2 * t + (e & 1), row = row0 + g + 8 * (e >> 1);
           if (col > row || col >= seq) z = -infinity<float>();
@@ -294,7 +301,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int r = 0; r < 2; ++r) {
       mx[r] = quad_max(mx[r]);
       // Key 0 is visible to every row, so the maximum is finite from the first tile on.
-      corr[r] = m[r] == -infinity<float>() ? 0.f : exp_of(m[r] - mx[r]);
+      corr[r] = m[r] == -infinity<float>() ? 0.f : exp2f(m[r] - mx[r]);
       m[r] = mx[r];
       l[r] *= corr[r];
     }
@@ -306,7 +313,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int nt = 0; nt < kBc / 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float p = exp_of(s[nt][e] - m[e >> 1]);
+        const float p = exp2f(s[nt][e] - m[e >> 1]);
         s[nt][e] = p;
         l[e >> 1] += p;  // the unrounded sum, as the host
       }
@@ -326,7 +333,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int nt = 0; nt < D / 8; ++nt)
       *reinterpret_cast<std::uint32_t*>(yr + nt * 8 + 2 * t) =
           pack2<kBf16>(o[nt][2 * r] / sum, o[nt][2 * r + 1] / sum);
-    if (t == 0) lse[static_cast<std::int64_t>(bh) * seq + row] = m[r] + log_of(sum);
+    if (t == 0) lse[static_cast<std::int64_t>(bh) * seq + row] = m[r] * kLn2 + log_of(sum);
   }
 }
 
@@ -380,6 +387,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const std::uint16_t* v = q + 2 * c;
   const std::uint16_t* dyh = dy + static_cast<std::int64_t>(b) * seq * c + static_cast<std::int64_t>(h) * D;
   const int n_tiles = min((seq + kBc - 1) / kBc, (q0 + kBr + kBc - 1) / kBc);
+  const float scale2 = scale * kLog2e;
   load_tile<kBr, D>(sq, q, ld, q0, seq);
   load_tile<kBr, D>(sdo, dyh, c, q0, seq);
   load_tile<kBc, D>(sk, k, ld, 0, seq);
@@ -391,7 +399,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int row = row0 + g + 8 * r;
-    lse_r[r] = row < seq ? lse[static_cast<std::int64_t>(bh) * seq + row] : 0.f;
+    lse_r[r] = row < seq ? lse[static_cast<std::int64_t>(bh) * seq + row] * kLog2e : 0.f;  // base 2
     d_r[r] = row < seq ? dvec[static_cast<std::int64_t>(bh) * seq + row] : 0.f;
   }
   float dq[D / 8][4] = {};
@@ -414,7 +422,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int nt = 0; nt < kBc / 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        float p = exp_of(s[nt][e] * scale - lse_r[e >> 1]);
+        float p = exp2f(s[nt][e] * scale2 - lse_r[e >> 1]);
         if (masked) {
           const int col = key0 + nt * 8 + 2 * t + (e & 1), row = row0 + g + 8 * (e >> 1);
           if (col > row || col >= seq) p = 0.f;
@@ -464,11 +472,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float* lse_h = lse + static_cast<std::int64_t>(bh) * seq;
   const float* d_h = dvec + static_cast<std::int64_t>(bh) * seq;
   const int i_begin = k0 / kBr, n_qt = (seq + kBr - 1) / kBr;
+  const float scale2 = scale * kLog2e;
   // lse and D of a query tile; past T, lse = +inf makes P = 0 there (and so dS = 0).
   auto load_stats = [&](int stage, int qt) {
     for (int i = static_cast<int>(threadIdx.x); i < kBr; i += kThreads) {
       const int row = qt * kBr + i;
-      slse[stage * kBr + i] = row < seq ? lse_h[row] : infinity<float>();
+      slse[stage * kBr + i] = row < seq ? lse_h[row] * kLog2e : infinity<float>();  // base 2
       sd[stage * kBr + i] = row < seq ? d_h[row] : 0.f;
     }
   };
@@ -506,7 +515,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int col = nt * 8 + 2 * t + (e & 1);
-          float p = exp_of(s[nt][e] * scale - cl[col]);
+          float p = exp2f(s[nt][e] * scale2 - cl[col]);
           if (masked && q0 + col < key_base + g + 8 * (e >> 1)) p = 0.f;
           s[nt][e] = p;
           dp[nt][e] = scale * (p * (dp[nt][e] - cd[col]));  // dS^T
