@@ -36,7 +36,7 @@ inline const char* peer_flags_help() {
          "  gpt: --batch 16 --ctx 1024 --vocab 50304 --d 768 --layers 12 --heads 12 --val-tokens 65536\n"
          "  mlp: --width 8192 --depth 4 --rows 16384\n"
          "  --cuda-graph on|off (on): mixtape's counterpart of the peer's --compile reduce-overhead\n"
-         "  --ce-chunk-rows N (0: 64 MiB of logits): gpt, rows of logits the tied head forms at a time\n";
+         "  --ce-chunk-rows N (0: 2048 rows, at most 256 MiB): gpt, rows of logits the tied head forms at a time\n";
 }
 
 /// Parses the peer's flags. @throws mixtape::ValueError naming the flag and what it expects

@@ -143,7 +143,7 @@ inline const char* train_flags_help() {
          "  --device auto|cpu|cuda|cuda:N     (default: cuda when a GPU is present)\n"
          "  --threads N                       host threads (default: all cores)\n"
          "  --cuda-graph on|off               CUDA: replay each step as one captured graph (default on)\n"
-         "  --ce-chunk-rows N                 rows of logits formed at a time by the head (0: 64 MiB of them)\n"
+         "  --ce-chunk-rows N                 rows of logits formed at a time by the head (0: 2048, at most 256 MiB)\n"
          "  --log FILE.jsonl --save DIR --resume DIR --sample N --quiet\n";
 }
 

@@ -317,6 +317,22 @@ TEST_CASE("linear_cross_entropy: no-grad mode computes the loss and saves nothin
   }
 }
 
+TEST_CASE("linear_cross_entropy: the default chunk is 2048 rows, even chunks under the memory cap",
+          "[autograd][linear_cross_entropy]") {
+  using mixtape::autograd::detail::linear_cross_entropy_chunk;
+  // GPT-2 small's head, batch 16 x 1024: bf16 logits take 2048-row chunks (197 MiB), f32 would take
+  // 2048 rows of 403 MiB, so the 256 MiB cap (1334 rows) spreads over 13 even chunks of 1264.
+  CHECK(linear_cross_entropy_chunk(0, 16384, 50304, 2) == 2048);
+  CHECK(linear_cross_entropy_chunk(0, 16384, 50304, 4) == 1264);
+  CHECK(std::int64_t{1264} * 50304 * 4 <= mixtape::autograd::kLinearCrossEntropyChunkBytes);
+  CHECK(linear_cross_entropy_chunk(0, 3000, 256, 2) == 1504);  // two even chunks, rounded up to 8 rows
+  CHECK(linear_cross_entropy_chunk(0, 2048, 256, 2) == 2048);  // the small GPT: one chunk
+  CHECK(linear_cross_entropy_chunk(0, 5, 256, 4) == 5);
+  CHECK(linear_cross_entropy_chunk(0, 100, std::int64_t{1} << 30, 4) == 1);  // a row over the cap: one at a time
+  CHECK(linear_cross_entropy_chunk(7, 100, 50304, 2) == 7);  // a request is taken as it is, up to N
+  CHECK(linear_cross_entropy_chunk(700, 100, 50304, 2) == 100);
+}
+
 TEST_CASE("linear_cross_entropy: bad shapes, chunk sizes and targets throw", "[autograd][linear_cross_entropy][errors]") {
   Tape tape(host());
   const std::int64_t n = 12, c = 4, v = 6;

@@ -27,7 +27,7 @@
 /// Memory (N rows, C features, V classes, chunk rows R): one (R, V) chunk of logits in T, the
 /// per-row losses and lse (2 N of L) during the forward; with a gradient, dH (N, C) and dW (V, C)
 /// in A, held until backward (or the tape's clear). Peak: R V sizeof(T) + (N + V) C sizeof(A)
-/// + 2 N sizeof(L). GPT-2 small in bf16 (N = 16384, C = 768, V = 50304, R = 664): 64 MiB + 48 MiB
+/// + 2 N sizeof(L). GPT-2 small in bf16 (N = 16384, C = 768, V = 50304, R = 2048): 197 MiB + 48 MiB
 /// + 147 MiB, against 3.3 GB of logits and their gradient unfused. Without a gradient (no-grad
 /// mode, or neither h nor W requires one) only the loss is computed and nothing is saved.
 ///
@@ -48,24 +48,34 @@ namespace mixtape::autograd {
 
 /// Options of `linear_cross_entropy`.
 struct LinearCrossEntropyOptions {
-  /// Rows of logits formed at a time; 0 picks as many as fit in kLinearCrossEntropyChunkBytes of the
-  /// compute type (a multiple of 8 rows when that is at least 8, for aligned GEMM operands).
+  /// Rows of logits formed at a time; 0 picks kLinearCrossEntropyChunkRows, fewer where those would
+  /// take more than kLinearCrossEntropyChunkBytes of the compute type, spread evenly over the chunks
+  /// (a multiple of 8 rows when that is at least 8, for aligned GEMM operands).
   std::int64_t chunk_rows = 0;
 };
 
-/// The default budget of one chunk of logits.
-inline constexpr std::int64_t kLinearCrossEntropyChunkBytes = std::int64_t{64} << 20;
+/// Rows of the default chunk. Each chunk's dW GEMM reads and writes the (V, C) accumulator in f32,
+/// 8 V C bytes, against 2 R V C flops: the traffic hides under the math once R exceeds about
+/// 4 x (flop rate / bandwidth), ~870 rows on an H100 (~650 TFLOP/s in bf16, ~3 TB/s). Measured there
+/// on GPT-2 small bf16-mixed (bench/NOTES.md): 664-row chunks 44.1 ms a step, 2048-row chunks 41.3 ms
+/// for 133 MiB more.
+inline constexpr std::int64_t kLinearCrossEntropyChunkRows = 2048;
+
+/// The most memory the default chunk of logits may take.
+inline constexpr std::int64_t kLinearCrossEntropyChunkBytes = std::int64_t{256} << 20;
 
 namespace detail {
 
 /// Rows per chunk for N rows of V classes of `elem_bytes` each (see LinearCrossEntropyOptions).
 inline std::int64_t linear_cross_entropy_chunk(std::int64_t requested, std::int64_t rows, std::int64_t vocab,
                                                std::int64_t elem_bytes) {
-  std::int64_t r = requested;
-  if (r == 0) {
-    r = std::max<std::int64_t>(1, kLinearCrossEntropyChunkBytes / (vocab * elem_bytes));
-    if (r >= 8) r -= r % 8;
-  }
+  if (requested != 0) return std::min(requested, rows);
+  const std::int64_t cap = std::min(kLinearCrossEntropyChunkRows,
+                                    std::max<std::int64_t>(1, kLinearCrossEntropyChunkBytes / (vocab * elem_bytes)));
+  // Even chunks: 16384 rows under a 1334-row cap are 13 chunks of 1264, not 12 of 1334 and one of 376.
+  const std::int64_t chunks = (rows + cap - 1) / cap;
+  std::int64_t r = (rows + chunks - 1) / chunks;
+  if (r >= 8) r = (r + 7) / 8 * 8;
   return std::min(r, rows);
 }
 
