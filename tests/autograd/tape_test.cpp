@@ -165,3 +165,41 @@ TEST_CASE("backward frees saved tensors and intermediate gradients as it goes; r
   CHECK(tape.node_count() == 4);  // the nodes' slots in the arena stay until clear()
   tape.clear();
 }
+
+TEST_CASE("add and reshape hand their output's gradient to the first input instead of copying it",
+          "[autograd][tape]") {
+  const auto& ctx = host();
+  auto& counters = ctx.allocator().counters();
+  auto xt = atest::random_tensor<double>(ctx, {64, 32});
+  auto ct = atest::random_tensor<double>(ctx, {64, 32});
+  const std::int64_t one = 64 * 32 * static_cast<std::int64_t>(sizeof(double));
+  for (const bool retain : {false, true}) {
+    INFO("retain_grad on the sum: " << retain);
+    Tape tape(ctx);
+    auto x = leaf(tape, xt);
+    // y = x + c x: add hands y's gradient to x, then mul's backward accumulates c * it into x in place.
+    auto y = add(tape, x, mul(tape, x, constant(ct)));
+    const auto l = sum(tape, reshape(tape, y, Shape{32, 64}));  // reshape hands its gradient on too
+    if (retain) retain_grad(tape, y);
+    counters.reset_peaks();
+    const std::int64_t start = counters.current(MemoryRole::activations);
+    backward(tape, l);
+    // Passed on, the buffers are the reshape's output gradient (which becomes y's, then x's) and
+    // mul's output gradient: 2 at once. Copied, y's gradient, x's and mul's output's would be live
+    // together: 3. Retained, y's gradient must stay y's, so x gets a copy.
+    const std::int64_t grown = counters.peak(MemoryRole::activations) - start;
+    if (retain) {
+      CHECK(grown >= 3 * one);
+    } else {
+      CHECK(grown >= 2 * one);
+      CHECK(grown < 3 * one);
+    }
+    // dl/dx = 1 + c; a retained dl/dy stays 1 after x's accumulation.
+    const auto gx = grad(tape, x);
+    for (int i = 0; i < 64; i += 5)
+      for (int j = 0; j < 32; j += 3) {
+        CHECK(gx.at({i, j}) == 1 + ct.at({i, j}));
+        if (retain) CHECK(grad(tape, y).at({i, j}) == 1.0);
+      }
+  }
+}

@@ -128,7 +128,7 @@ struct AddNode final : Node {
   const char* name() const noexcept override { return sign_b > 0 ? "add" : "sub"; }
   void backward(Tape& tape) override {
     const auto gy = out_grad<T>(tape, *this);
-    emit(tape, inputs[0], kernels::Identity{}, gy);
+    if (!tape.pass_grad(outputs[0], inputs[0])) emit(tape, inputs[0], kernels::Identity{}, gy);
     emit(tape, inputs[1], kernels::ScaleBy{sign_b}, gy);
   }
 };
@@ -174,6 +174,7 @@ struct ViewNode final : Node {
   const char* name() const noexcept override { return is_reshape ? "reshape" : "transpose"; }
   void backward(Tape& tape) override {
     const auto gy = out_grad<T>(tape, *this);  // tape-owned, so contiguous
+    if (is_reshape && tape.pass_grad(outputs[0], inputs[0])) return;
     emit(tape, inputs[0], kernels::Identity{}, is_reshape ? gy.reshape(in_shape) : gy.transposed(d0, d1));
   }
 };

@@ -57,7 +57,7 @@ struct AddBiasNode final : Node {
   const char* name() const noexcept override { return "add_bias"; }
   void backward(Tape& tape) override {
     const auto gy = out_grad<X>(tape, *this);
-    emit(tape, inputs[0], kernels::Identity{}, gy);
+    if (!tape.pass_grad(outputs[0], inputs[0])) emit(tape, inputs[0], kernels::Identity{}, gy);
     write_grad<B>(tape, inputs[1], [&](const auto& g, bool acc) { kernels::bias_grad(tape.ctx(), gy, g, acc); });
   }
 };
@@ -67,7 +67,7 @@ struct AddPositionalNode final : Node {
   const char* name() const noexcept override { return "add_positional"; }
   void backward(Tape& tape) override {
     const auto gy = out_grad<X>(tape, *this);
-    emit(tape, inputs[0], kernels::Identity{}, gy);
+    if (!tape.pass_grad(outputs[0], inputs[0])) emit(tape, inputs[0], kernels::Identity{}, gy);
     write_grad<P>(tape, inputs[1], [&](const auto& g, bool acc) {
       const std::int64_t t = gy.size(-2);
       kernels::positional_grad(tape.ctx(), gy, g.slice(0, 0, t), acc);

@@ -177,6 +177,26 @@ class Tape {
     if (slots_[s].sink) slots_[s].sink->has_data = true;
   }
 
+  /// Gives slot `to` the gradient of slot `from` as it is (reshaped to `to`'s shape), where `to`
+  /// would otherwise receive a copy of it: an identity-like backward (add, add_bias, reshape). Only
+  /// for `from` an output of the node whose backward runs, so that nothing reads its gradient
+  /// afterwards (backward frees it next; not when retained), and `to` tape-owned with nothing
+  /// written yet, of the same dtype and element count: later writes to `to` accumulate into the
+  /// buffer in place as they would into a copy. Saves a read and a write of the gradient (GPT-2
+  /// small: 26 copies, 0.8 ms of an H100 step). Returns false, doing nothing, otherwise.
+  bool pass_grad(std::int32_t from, std::int32_t to) {
+    if (from < 0 || to < 0 || from == to) return false;
+    const Slot& src = slots_[from];
+    Slot& dst = slots_[to];
+    if (src.sink || src.retain || !src.written || !src.grad.defined() || dst.sink || dst.written ||
+        dst.grad.defined() || dst.dtype != src.grad.dtype() || dst.device != src.grad.device() ||
+        dst.shape.numel() != src.grad.numel())
+      return false;
+    dst.grad = reshape_ref(src.grad, dst.shape);
+    dst.written = true;
+    return true;
+  }
+
   /// Keeps the gradient of slot `s` (an op's output) after backward has passed it, for reading
   /// with `slot_grad` (torch's `retain_grad`). Leaves keep theirs anyway.
   void retain_grad(std::int32_t s) {
