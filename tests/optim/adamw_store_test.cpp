@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -268,4 +269,77 @@ TEST_CASE("TrainStep: a small GPT learns the Markov chain under 32-true and 16-m
   CHECK(f16last < f16first - 1.0);
   CHECK(v.step + v.skipped == 150);
   CHECK(v.loss_scale == 65536.0f / static_cast<float>(1 << v.skipped));  // backs off once per skipped step
+}
+
+namespace {
+using StoreBytes = std::vector<std::vector<unsigned char>>;
+
+/// The bytes of every store buffer; none for the gradients (after TrainStep they hold the last
+/// backward's values, unclipped where the clip went into the update: zero_grad drops them).
+StoreBytes store_bytes(const ParameterStore& store) {
+  StoreBytes out;
+  for (const auto& b : store.buffers()) {
+    const auto* p = static_cast<const unsigned char*>(b.data.data());
+    out.emplace_back(p, b.role == ParamRole::grad ? p : p + b.data.nbytes());
+  }
+  return out;
+}
+
+/// Every store buffer of a small GPT after `steps` steps: through TrainStep, or through the same
+/// calls written out with the clip in place (torch's order: clip_grad_norm_, then step). The store
+/// starts from `init`'s bytes when given (the context's generator has moved on since the first
+/// initialisation), and `init_out` receives the starting bytes.
+template <PrecisionPolicy P>
+StoreBytes clipped_steps(bool train_step, int steps, const StoreBytes* init, StoreBytes* init_out = nullptr) {
+  const std::int64_t V = 32, T = 16, B = 8;
+  ParameterStore store;
+  Gpt<P> gpt(store, {.vocab = V, .ctx = T, .dim = 32, .layers = 1, .heads = 2});
+  store.allocate(host());
+  initialize(host(), store);
+  if (init) {
+    REQUIRE(init->size() == store.buffers().size());
+    for (std::size_t i = 0; i < init->size(); ++i)
+      std::memcpy(store.buffers()[i].data.data(), (*init)[i].data(), (*init)[i].size());
+  }
+  if (init_out) *init_out = store_bytes(store);
+  optim::AdamW<P> opt(host(), store, {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1});
+  // A clip norm far below the gradients' norm, so that every step clips (clip_coef well under 1).
+  const optim::TrainStepOptions o{.schedule = {.base_lr = 3e-3, .warmup_steps = 2}, .clip_norm = 0.05};
+  optim::TrainStep<P, optim::AdamW<P>> step(host(), store, opt, o);
+  optim::StepScalars scalars(host());
+  const io::MarkovChain chain(V);
+  io::MarkovStream data = chain.stream(3);
+  auto x = Tensor<std::int32_t>::empty(host(), {B, T}), y = Tensor<std::int32_t>::empty(host(), {B, T});
+  ag::Tape tape(host());
+  for (int s = 0; s < steps; ++s) {
+    data.next_batch(B, T, x.data(), y.data());
+    if (train_step) {
+      step(host(), tape, [&](ag::Tape& t, int) { return gpt.loss(t, x, y); });
+      continue;
+    }
+    kernels::apply_lr_schedule(host(), scalars, o.schedule);
+    ag::backward(tape, gpt.loss(tape, x, y));
+    tape.clear();
+    optim::clip_grad_norm(host(), scalars, opt.grads(), {.max_norm = o.clip_norm});
+    REQUIRE(scalars.read(host()).clip_coef < 0.5f);
+    opt.step(host(), scalars);
+    store.zero_grad();
+  }
+  return store_bytes(store);
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("TrainStep: the clip folded into the update gives the in-place clip's bits", "[optim][train][clip]",
+                   precision::f32_true, precision::bf16_mixed, precision::bf16_true) {
+  // f32 gradients (32-true, bf16-mixed) take the folded clip, bf16 gradients (bf16-true) the in-place one.
+  STATIC_REQUIRE(optim::AdamW<TestType>::kClipInUpdateExact == !std::is_same_v<TestType, precision::bf16_true>);
+  StoreBytes init;
+  const auto a = clipped_steps<TestType>(true, 4, nullptr, &init);
+  const auto b = clipped_steps<TestType>(false, 4, &init);
+  REQUIRE(a != init);  // the steps moved the parameters
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    INFO("store buffer " << i);
+    CHECK(a[i] == b[i]);
+  }
 }

@@ -246,18 +246,28 @@ class StoreOptimizer {
 
  public:
   const Hyper& hyper() const noexcept { return hyper_; }
+  const OptimizerOptions& options() const noexcept { return options_; }
   /// The flat gradient buffers (for GradScaler's unscale and for clipping).
   std::vector<TensorRef> grads() const { return detail::gradient_buffers(*store_); }
   /// Parameters group I updates, by name (for tests and summaries).
   template <std::size_t I>
   const std::vector<std::string>& group_names() const noexcept { return std::get<I>(groups_).group.names; }
 
+  /// Whether multiplying by clip_coef in the update (`step` with GradFactors{.clip = true}) gives
+  /// the bits of clipping the gradients in place first: every group's gradient type is its update
+  /// math, so the in-place product (in that type) is the product the update forms. With narrower
+  /// gradients (bf16, f16) the in-place clip rounds the product to them, the update does not.
+  static constexpr bool kClipInUpdateExact =
+      (std::is_same_v<typename StoreGroup<Ps>::types::grad, typename StoreGroup<Ps>::types::update_math> && ...);
+
   /// One optimizer step: every group checked, the step counted (or the skip, when found_inf is
-  /// set), then one update launch per non-empty group.
-  void step(const ExecutionContext& ctx, const StepScalars& scalars) const {
-    std::apply([&](const auto&... g) { (check(ctx, scalars, g), ...); }, groups_);
+  /// set), then one update launch per non-empty group. `extra` adds gradient factors to the
+  /// options' for this step (TrainStep's deferred clip).
+  void step(const ExecutionContext& ctx, const StepScalars& scalars, const kernels::GradFactors& extra = {}) const {
+    const kernels::GradFactors f{options_.factors.inv_scale || extra.inv_scale, options_.factors.clip || extra.clip};
+    std::apply([&](const auto&... g) { (check(ctx, scalars, g, f), ...); }, groups_);
     kernels::advance_step(ctx, scalars);
-    std::apply([&](const auto&... g) { (update(ctx, scalars, g), ...); }, groups_);
+    std::apply([&](const auto&... g) { (update(ctx, scalars, g, f), ...); }, groups_);
   }
 
  protected:
@@ -285,19 +295,21 @@ class StoreOptimizer {
   }
 
   template <PrecisionPolicy P>
-  kernels::UpdateOptions update_options(const detail::PolicyGroup<P>& pg) const {
-    return kernels::UpdateOptions{pg.rounding, options_.factors};
+  static kernels::UpdateOptions update_options(const detail::PolicyGroup<P>& pg, const kernels::GradFactors& f) {
+    return kernels::UpdateOptions{pg.rounding, f};
   }
 
   template <PrecisionPolicy P>
-  void check(const ExecutionContext& ctx, const StepScalars& s, const detail::PolicyGroup<P>& pg) const {
-    if (!pg.group.empty()) kernels::detail::check_group(ctx, s, Derived::kernel_group(pg), hyper_, update_options(pg));
+  void check(const ExecutionContext& ctx, const StepScalars& s, const detail::PolicyGroup<P>& pg,
+             const kernels::GradFactors& f) const {
+    if (!pg.group.empty()) kernels::detail::check_group(ctx, s, Derived::kernel_group(pg), hyper_, update_options(pg, f));
   }
 
   template <PrecisionPolicy P>
-  void update(const ExecutionContext& ctx, const StepScalars& s, const detail::PolicyGroup<P>& pg) const {
+  void update(const ExecutionContext& ctx, const StepScalars& s, const detail::PolicyGroup<P>& pg,
+              const kernels::GradFactors& f) const {
     using U = typename StoreGroup<P>::types::update_math;
-    if (!pg.group.empty()) Derived::template launch<U>(ctx, s, Derived::kernel_group(pg), hyper_, update_options(pg));
+    if (!pg.group.empty()) Derived::template launch<U>(ctx, s, Derived::kernel_group(pg), hyper_, update_options(pg, f));
   }
 
   nn::ParameterStore* store_;

@@ -49,7 +49,8 @@ struct TrainStepOptions {
 MIXTAPE_BACKEND_BEGIN
 
 /// @tparam P          the model's precision policy (decides the loss scaling)
-/// @tparam Optimizer  an optimizer with `grads()` and `step(ctx, scalars)` (AdamW, Sgd)
+/// @tparam Optimizer  an optimizer with `grads()`, `step(ctx, scalars, extra_factors)` and
+///                    `kClipInUpdateExact` (AdamW, Sgd: StoreOptimizer)
 template <PrecisionPolicy P, class Optimizer>
 class TrainStep {
  public:
@@ -118,8 +119,14 @@ class TrainStep {
     zero_untouched_grads(ctx);
     const std::vector<TensorRef> grads = optimizer_->grads();
     if constexpr (kScaled) unscale_grads(ctx, scaler_, grads);
-    if (options_.clip_norm > 0) clip_grad_norm(ctx, scalars_, grads, ClipOptions{.max_norm = options_.clip_norm});
-    optimizer_->step(ctx, scalars_);
+    // Where it gives the same bits, the update multiplies by clip_coef as it reads each gradient
+    // instead of a pass over all of them first (GPT-2 small: 0.36 ms of an H100 step); the
+    // gradients are zeroed below, so nothing else sees them unclipped. (An optimizer told to
+    // multiply by inv_scale would multiply in the other order.)
+    const bool clip = options_.clip_norm > 0;
+    const bool in_update = clip && Optimizer::kClipInUpdateExact && !optimizer_->options().factors.inv_scale;
+    if (clip) clip_grad_norm(ctx, scalars_, grads, ClipOptions{.max_norm = options_.clip_norm, .in_place = !in_update});
+    optimizer_->step(ctx, scalars_, kernels::GradFactors{.clip = in_update});
     if constexpr (kScaled) update_scale(ctx, scaler_);
     store_->zero_grad();
     scalars_.record_loss(ctx, loss32_);
