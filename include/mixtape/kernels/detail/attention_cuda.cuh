@@ -3,11 +3,10 @@
 ///        tensor-core `mma.sync.m16n8k16` (f16 / bf16 in, f32 accumulate) fed by `ldmatrix`,
 ///        cp.async double-buffered tiles, online softmax in registers; head dims 32, 64, 128.
 ///
-/// Kernels (128 threads = 4 warps; each warp owns 16 rows of its block's tile, 32 in the forward):
-///  - forward: grid (query blocks, B*H); blocks of 128 queries at head dims 32 and 64 (each warp
-///    owns two 16-row tiles, so every K and V fragment it reads feeds two mma), 64 at 128. Q stays
-///    in shared memory; key/value tiles of 64 stream through two cp.async stages up to the diagonal
-///    (tiles above it are never loaded, the diagonal tiles are masked). S = Q K^T and the running (max, sum) live in registers;
+/// Kernels (128 threads = 4 warps; each warp owns 16 rows of its block's tile):
+///  - forward: grid (query blocks of 64, B*H). Q stays in shared memory; key/value tiles of 64
+///    stream through two cp.async stages up to the diagonal (tiles above it are never loaded,
+///    the diagonal tile is masked). S = Q K^T and the running (max, sum) live in registers;
 ///    P = round_T(exp(z - running max)) goes straight from the S accumulator into the A operand
 ///    of O += P V; O is divided by the row sum and rounded once. lse = max + log(sum).
 ///  - backward (deterministic: every output element is written by exactly one thread, summed in a
@@ -166,42 +165,29 @@ __device__ __forceinline__ void load_tile(std::uint16_t* s, const std::uint16_t*
   }
 }
 
-/// acc[mt] (16 x kN) += A_mt (16 x kK: rows 16 mt.. of `sa`) B^T with B = kN rows of `sb` (each kK
-/// long), for kM row tiles: both operands row-major in shared memory, so plain ldmatrix for both
-/// (Q K^T, dO V^T, K Q^T, V dO^T). Each B fragment loaded serves the kM row tiles: shared-memory
-/// reads per mma fall as kM grows (bench/NOTES.md).
-template <bool kBf16, int kM, int kK, int kN, int kPitch>
-__device__ __forceinline__ void mma_a_bt(float (&acc)[kM][kN / 8][4], const std::uint16_t* sa, const std::uint16_t* sb,
+/// acc (16 x kN) += A (16 x kK, rows of `sa`) B^T with B = kN rows of `sb` (each kK long): both
+/// operands row-major in shared memory, so plain ldmatrix for both (Q K^T, dO V^T, K Q^T, V dO^T).
+template <bool kBf16, int kK, int kN, int kPitch>
+__device__ __forceinline__ void mma_a_bt(float (&acc)[kN / 8][4], const std::uint16_t* sa, const std::uint16_t* sb,
                                          int lane) {
 #pragma unroll
   for (int ks = 0; ks < kK / 16; ++ks) {
-    std::uint32_t a[kM][4];
-#pragma unroll
-    for (int mt = 0; mt < kM; ++mt) ldsm_x4(a[mt], sa + (mt * 16 + lane % 16) * kPitch + ks * 16 + 8 * (lane / 16));
+    std::uint32_t a[4];
+    ldsm_x4(a, sa + (lane % 16) * kPitch + ks * 16 + 8 * (lane / 16));
 #pragma unroll
     for (int n2 = 0; n2 < kN / 16; ++n2) {
       std::uint32_t b[4];
       ldsm_x4(b, sb + (n2 * 16 + lane % 8 + 8 * (lane / 16)) * kPitch + ks * 16 + 8 * ((lane / 8) % 2));
-#pragma unroll
-      for (int mt = 0; mt < kM; ++mt) {
-        mma<kBf16>(acc[mt][2 * n2], a[mt], b[0], b[1]);
-        mma<kBf16>(acc[mt][2 * n2 + 1], a[mt], b[2], b[3]);
-      }
+      mma<kBf16>(acc[2 * n2], a, b[0], b[1]);
+      mma<kBf16>(acc[2 * n2 + 1], a, b[2], b[3]);
     }
   }
 }
-/// The one-row-tile case: acc (16 x kN) += A (16 x kK) B^T.
-template <bool kBf16, int kK, int kN, int kPitch>
-__device__ __forceinline__ void mma_a_bt(float (&acc)[kN / 8][4], const std::uint16_t* sa, const std::uint16_t* sb,
-                                         int lane) {
-  mma_a_bt<kBf16, 1, kK, kN, kPitch>(reinterpret_cast<float(&)[1][kN / 8][4]>(acc), sa, sb, lane);
-}
 
-/// acc[mt] (16 x kN) += P_mt (16 x kK, register A fragments) B with B = kK rows of `sb` (each kN
-/// long, row-major: the k index runs down the rows, hence ldmatrix.trans), for kM row tiles
-/// (P V, dS K, P^T dO, dS^T Q).
-template <bool kBf16, int kM, int kK, int kN, int kPitch>
-__device__ __forceinline__ void mma_p_b(float (&acc)[kM][kN / 8][4], const std::uint32_t (&pa)[kM][kK / 16][4],
+/// acc (16 x kN) += P (16 x kK, register A fragments) B with B = kK rows of `sb` (each kN long,
+/// row-major: the k index runs down the rows, hence ldmatrix.trans) (P V, dS K, P^T dO, dS^T Q).
+template <bool kBf16, int kK, int kN, int kPitch>
+__device__ __forceinline__ void mma_p_b(float (&acc)[kN / 8][4], const std::uint32_t (&pa)[kK / 16][4],
                                         const std::uint16_t* sb, int lane) {
 #pragma unroll
   for (int kk = 0; kk < kK / 16; ++kk) {
@@ -209,20 +195,10 @@ __device__ __forceinline__ void mma_p_b(float (&acc)[kM][kN / 8][4], const std::
     for (int n2 = 0; n2 < kN / 16; ++n2) {
       std::uint32_t b[4];
       ldsm_x4_trans(b, sb + (kk * 16 + lane % 16) * kPitch + n2 * 16 + 8 * (lane / 16));
-#pragma unroll
-      for (int mt = 0; mt < kM; ++mt) {
-        mma<kBf16>(acc[mt][2 * n2], pa[mt][kk], b[0], b[1]);
-        mma<kBf16>(acc[mt][2 * n2 + 1], pa[mt][kk], b[2], b[3]);
-      }
+      mma<kBf16>(acc[2 * n2], pa[kk], b[0], b[1]);
+      mma<kBf16>(acc[2 * n2 + 1], pa[kk], b[2], b[3]);
     }
   }
-}
-/// The one-row-tile case: acc (16 x kN) += P (16 x kK) B.
-template <bool kBf16, int kK, int kN, int kPitch>
-__device__ __forceinline__ void mma_p_b(float (&acc)[kN / 8][4], const std::uint32_t (&pa)[kK / 16][4],
-                                        const std::uint16_t* sb, int lane) {
-  mma_p_b<kBf16, 1, kK, kN, kPitch>(reinterpret_cast<float(&)[1][kN / 8][4]>(acc),
-                                    reinterpret_cast<const std::uint32_t(&)[1][kK / 16][4]>(pa), sb, lane);
 }
 
 /// The C fragments of a 16 x kN f32 tile rounded to T as the A fragments of the next mma.
@@ -257,11 +233,7 @@ inline constexpr float kLn2 = 0.6931471805599453f;
 template <int D>
 struct Tiles {
   static constexpr int kPitch = D + 8;
-  // forward: own queries, streamed keys; each warp owns kFwdM row tiles of 16 (two at D <= 64, so
-  // that every K and V fragment read from shared memory feeds twice the mma; one at D = 128, whose
-  // output accumulator alone takes 64 registers a tile)
-  static constexpr int kFwdM = D <= 64 ? 2 : 1;
-  static constexpr int kFwdQ = 64 * kFwdM, kFwdK = 64;
+  static constexpr int kFwdQ = 64, kFwdK = 64;                    // forward: own queries, streamed keys
   static constexpr int kDqQ = 64, kDqK = D == 128 ? 32 : 64;      // dQ: own queries, streamed keys
   static constexpr int kDkvK = 64, kDkvQ = D == 128 ? 32 : 64;    // dK dV: own keys, streamed queries
   static constexpr int kFwdSmem = (kFwdQ + 4 * kFwdK) * kPitch * 2;
@@ -274,7 +246,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     attention_forward_kernel(const std::uint16_t* __restrict__ qkv, std::uint16_t* __restrict__ y,
                              float* __restrict__ lse, int seq, int heads, float scale) {
   using Tl = Tiles<D>;
-  constexpr int kM = Tl::kFwdM, kBr = Tl::kFwdQ, kBc = Tl::kFwdK, kP = Tl::kPitch;
+  constexpr int kBr = Tl::kFwdQ, kBc = Tl::kFwdK, kP = Tl::kPitch;
   extern __shared__ __align__(16) unsigned char smem[];
   auto* sq = reinterpret_cast<std::uint16_t*>(smem);
   std::uint16_t* sk = sq + kBr * kP;  // 2 stages
@@ -294,12 +266,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   load_tile<kBc, D>(sv, v, ld, 0, seq);
   cp_async_commit();
 
-  // This warp's rows: row0 + 16 mt + g (elements 0, 1 of tile mt) and row0 + 16 mt + g + 8 (2, 3).
-  const int row0 = q0 + warp * 16 * kM;
-  float o[kM][D / 8][4] = {};
-  float m[kM][2], l[kM][2] = {};
-#pragma unroll
-  for (int mt = 0; mt < kM; ++mt) m[mt][0] = m[mt][1] = -infinity<float>();
+  const int row0 = q0 + warp * 16;  // this warp's rows: row0 + g (elements 0, 1), row0 + g + 8 (2, 3)
+  float o[D / 8][4] = {};
+  float m[2] = {-infinity<float>(), -infinity<float>()}, l[2] = {0.f, 0.f};
   for (int j = 0; j < n_tiles; ++j) {
     if (j + 1 < n_tiles) {
       load_tile<kBc, D>(sk + ((j + 1) & 1) * kBc * kP, k, ld, (j + 1) * kBc, seq);
@@ -308,74 +277,64 @@ __global__ void __launch_bounds__(kThreads, 1)
     cp_async_commit();
     cp_async_wait<1>();  // tile j (and Q) landed
     __syncthreads();
+    const std::uint16_t* ck = sk + (j & 1) * kBc * kP;
+    const std::uint16_t* cv = sv + (j & 1) * kBc * kP;
+    float s[kBc / 8][4] = {};
+    mma_a_bt<kBf16, D, kBc, kP>(s, sq + warp * 16 * kP, ck, lane);
     const int key0 = j * kBc;
-    // A tile wholly above this warp's rows (the block's rows reach further than the warp's when
-    // kM > 1) would add nothing: every score -inf, corr 1, p 0. Skipping it keeps the same bits.
-    if (key0 <= row0 + 16 * kM - 1) {
-      const std::uint16_t* ck = sk + (j & 1) * kBc * kP;
-      const std::uint16_t* cv = sv + (j & 1) * kBc * kP;
-      float s[kM][kBc / 8][4] = {};
-      mma_a_bt<kBf16, kM, D, kBc, kP>(s, sq + warp * 16 * kM * kP, ck, lane);
-      std::uint32_t pa[kM][kBc / 16][4];
+    const bool masked = key0 + kBc - 1 > row0 || key0 + kBc > seq;  // the diagonal tile, or past T
+    float mx[2] = {m[0], m[1]};
 #pragma unroll
-      for (int mt = 0; mt < kM; ++mt) {
-        const int rt = row0 + 16 * mt;
-        const bool masked = key0 + kBc - 1 > rt || key0 + kBc > seq;  // the diagonal tile, or past T
-        float mx[2] = {m[mt][0], m[mt][1]};
+    for (int nt = 0; nt < kBc / 8; ++nt)
 #pragma unroll
-        for (int nt = 0; nt < kBc / 8; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            float z = s[mt][nt][e] * scale2;
-            if (masked) {
-              const int col = key0 + nt * 8 + 2 * t + (e & 1), row = rt + g + 8 * (e >> 1);
-              if (col > row || col >= seq) z = -infinity<float>();
-            }
-            s[mt][nt][e] = z;
-            mx[e >> 1] = fmaxf(mx[e >> 1], z);
-          }
-        float corr[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          mx[r] = quad_max(mx[r]);
-          // Key 0 is visible to every row, so the maximum is finite from the first tile on.
-          corr[r] = m[mt][r] == -infinity<float>() ? 0.f : exp2f(m[mt][r] - mx[r]);
-          m[mt][r] = mx[r];
-          l[mt][r] *= corr[r];
+      for (int e = 0; e < 4; ++e) {
+        float z = s[nt][e] * scale2;
+        if (masked) {
+          const int col = key0 + nt * 8 + 2 * t + (e & 1), row = row0 + g + 8 * (e >> 1);
+          if (col > row || col >= seq) z = -infinity<float>();
         }
-#pragma unroll
-        for (int nt = 0; nt < D / 8; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) o[mt][nt][e] *= corr[e >> 1];
-#pragma unroll
-        for (int nt = 0; nt < kBc / 8; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float p = exp2f(s[mt][nt][e] - m[mt][e >> 1]);
-            s[mt][nt][e] = p;
-            l[mt][e >> 1] += p;  // the unrounded sum, as the host
-          }
-        to_a_frags<kBf16, kBc>(pa[mt], s[mt]);
+        s[nt][e] = z;
+        mx[e >> 1] = fmaxf(mx[e >> 1], z);
       }
-      mma_p_b<kBf16, kM, kBc, D, kP>(o, pa, cv, lane);
+    float corr[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = quad_max(mx[r]);
+      // Key 0 is visible to every row, so the maximum is finite from the first tile on.
+      corr[r] = m[r] == -infinity<float>() ? 0.f : exp2f(m[r] - mx[r]);
+      m[r] = mx[r];
+      l[r] *= corr[r];
     }
+#pragma unroll
+    for (int nt = 0; nt < D / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[nt][e] *= corr[e >> 1];
+#pragma unroll
+    for (int nt = 0; nt < kBc / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float p = exp2f(s[nt][e] - m[e >> 1]);
+        s[nt][e] = p;
+        l[e >> 1] += p;  // the unrounded sum, as the host
+      }
+    std::uint32_t pa[kBc / 16][4];
+    to_a_frags<kBf16, kBc>(pa, s);
+    mma_p_b<kBf16, kBc, D, kP>(o, pa, cv, lane);
     __syncthreads();  // stage j & 1 is refilled by the next iteration's prefetch
   }
   cp_async_wait<0>();
 #pragma unroll
-  for (int mt = 0; mt < kM; ++mt)
+  for (int r = 0; r < 2; ++r) {
+    const float sum = quad_sum(l[r]);
+    const int row = row0 + g + 8 * r;
+    if (row >= seq) continue;
+    std::uint16_t* yr = y + (static_cast<std::int64_t>(b) * seq + row) * c + static_cast<std::int64_t>(h) * D;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const float sum = quad_sum(l[mt][r]);
-      const int row = row0 + 16 * mt + g + 8 * r;
-      if (row >= seq) continue;
-      std::uint16_t* yr = y + (static_cast<std::int64_t>(b) * seq + row) * c + static_cast<std::int64_t>(h) * D;
-#pragma unroll
-      for (int nt = 0; nt < D / 8; ++nt)
-        *reinterpret_cast<std::uint32_t*>(yr + nt * 8 + 2 * t) =
-            pack2<kBf16>(o[mt][nt][2 * r] / sum, o[mt][nt][2 * r + 1] / sum);
-      if (t == 0) lse[static_cast<std::int64_t>(bh) * seq + row] = m[mt][r] * kLn2 + log_of(sum);
-    }
+    for (int nt = 0; nt < D / 8; ++nt)
+      *reinterpret_cast<std::uint32_t*>(yr + nt * 8 + 2 * t) =
+          pack2<kBf16>(o[nt][2 * r] / sum, o[nt][2 * r + 1] / sum);
+    if (t == 0) lse[static_cast<std::int64_t>(bh) * seq + row] = m[r] * kLn2 + log_of(sum);
+  }
 }
 
 /// D = rowsum(dO * O) per (batch, row, head) in f32, summed over d in order (the host's order).
