@@ -326,6 +326,8 @@ TEST_CASE("linear_cross_entropy: the default chunk is 2048 rows, even chunks und
   CHECK(linear_cross_entropy_chunk(0, 16384, 50304, 4) == 1264);
   CHECK(std::int64_t{1264} * 50304 * 4 <= mixtape::autograd::kLinearCrossEntropyChunkBytes);
   CHECK(linear_cross_entropy_chunk(0, 3000, 256, 2) == 1504);  // two even chunks, rounded up to 8 rows
+  // 2668 f32 rows: two chunks of 1334 would round up to 1336, past the 1334-row cap; 1328 stays under.
+  CHECK(linear_cross_entropy_chunk(0, 2668, 50304, 4) == 1328);
   CHECK(linear_cross_entropy_chunk(0, 2048, 256, 2) == 2048);  // the small GPT: one chunk
   CHECK(linear_cross_entropy_chunk(0, 5, 256, 4) == 5);
   CHECK(linear_cross_entropy_chunk(0, 100, std::int64_t{1} << 30, 4) == 1);  // a row over the cap: one at a time

@@ -75,7 +75,10 @@ inline std::int64_t linear_cross_entropy_chunk(std::int64_t requested, std::int6
   // Even chunks: 16384 rows under a 1334-row cap are 13 chunks of 1264, not 12 of 1334 and one of 376.
   const std::int64_t chunks = (rows + cap - 1) / cap;
   std::int64_t r = (rows + chunks - 1) / chunks;
-  if (r >= 8) r = (r + 7) / 8 * 8;
+  if (r >= 8) {
+    r = (r + 7) / 8 * 8;
+    if (r > cap && cap >= 8) r = cap - cap % 8;  // rounding up must not pass the cap
+  }
   return std::min(r, rows);
 }
 
