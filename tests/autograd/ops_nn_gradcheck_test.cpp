@@ -2,6 +2,7 @@
 // (bf16 activations with f32 parameter gradients) against the f64 tape.
 #include "autograd_test_util.hpp"
 
+#include <cstring>
 #include <map>
 #include <string>
 
@@ -243,4 +244,88 @@ TEST_CASE("add of an f32 stream and a bf16 branch: f32 sum, bf16 branch gradient
       CHECK(grad(tape, va).at({i, j}) == w.at({i, j}));
     }
   }
+}
+
+namespace {
+/// Values and gradients of sum = x + r, norm = layer_norm(sum) under a loss over both, fused
+/// (add_layer_norm) or not (add, then layer_norm).
+struct AddNormRun {
+  std::vector<float> sum, gx, gg, gb;
+  std::vector<bf16> norm, gr;
+};
+enum class AddNormCase { both_outputs, branch_reused, sum_unused, norm_unused, stream_constant };
+
+AddNormRun add_norm_run(bool fused, AddNormCase c) {
+  static const auto x = atest::random_tensor<float>(host(), {6, 40});
+  static const auto r = atest::random_tensor<bf16>(host(), {6, 40});
+  static const auto g = atest::random_tensor<float>(host(), {40});
+  static const auto b = atest::random_tensor<float>(host(), {40});
+  static const auto ws = atest::random_tensor<float>(host(), {6, 40});
+  static const auto wn = atest::random_tensor<bf16>(host(), {6, 40});
+  Tape tape(host());
+  auto vx = c == AddNormCase::stream_constant ? constant(x) : leaf(tape, x);
+  auto vr = c == AddNormCase::stream_constant ? constant(r) : leaf(tape, r);
+  auto vg = leaf(tape, g);
+  auto vb = leaf(tape, b);
+  const auto out = fused ? add_layer_norm<bf16>(tape, vx, vr, vg, vb) : [&] {
+    const auto sum = add(tape, vx, vr);
+    return AddLayerNorm<float, bf16>{sum, layer_norm<bf16>(tape, sum, vg, vb)};
+  }();
+  auto loss = sum(tape, cast<float>(tape, mul(tape, out.norm, constant(wn))));
+  if (c != AddNormCase::sum_unused) loss = add(tape, loss, sum(tape, mul(tape, out.sum, constant(ws))));
+  if (c == AddNormCase::norm_unused) loss = sum(tape, mul(tape, out.sum, constant(ws)));
+  if (c == AddNormCase::branch_reused) loss = add(tape, loss, sum(tape, cast<float>(tape, mul(tape, vr, constant(wn)))));
+  backward(tape, loss);
+  auto vals = [](const auto& t) { return std::vector(t.data(), t.data() + t.numel()); };
+  const bool streams = c != AddNormCase::stream_constant;
+  const bool params = c != AddNormCase::norm_unused;
+  return AddNormRun{vals(out.sum.value()), streams ? vals(grad(tape, vx)) : std::vector<float>{},
+                    params ? vals(grad(tape, vg)) : std::vector<float>{}, params ? vals(grad(tape, vb)) : std::vector<float>{},
+                    vals(out.norm.value()), streams ? vals(grad(tape, vr)) : std::vector<bf16>{}};
+}
+
+template <class T>
+bool same_bits(const std::vector<T>& p, const std::vector<T>& q) {
+  return p.size() == q.size() && std::memcmp(p.data(), q.data(), p.size() * sizeof(T)) == 0;
+}
+}  // namespace
+
+TEST_CASE("add_layer_norm gives add then layer_norm's values and gradients, bit for bit", "[autograd][nn][mixed]") {
+  // The bf16-mixed residual: an f32 stream x, a bf16 branch r, f32 gain and bias, bf16 output. The
+  // sum continues the stream, the norm feeds the next branch; also a branch with a second use (its
+  // gradient accumulates, so the LayerNorm's kernel does not write it), one output unused, and
+  // constant x and r (only gamma and beta train).
+  for (const auto c : {AddNormCase::both_outputs, AddNormCase::branch_reused, AddNormCase::sum_unused,
+                       AddNormCase::norm_unused, AddNormCase::stream_constant}) {
+    INFO("case " << static_cast<int>(c));
+    const AddNormRun a = add_norm_run(true, c), u = add_norm_run(false, c);
+    CHECK(same_bits(a.sum, u.sum));
+    CHECK(same_bits(a.norm, u.norm));
+    CHECK(same_bits(a.gx, u.gx));
+    CHECK(same_bits(a.gr, u.gr));
+    CHECK(same_bits(a.gg, u.gg));
+    CHECK(same_bits(a.gb, u.gb));
+    if (c == AddNormCase::both_outputs) {
+      REQUIRE(!a.gx.empty());
+      CHECK(a.gg != std::vector<float>(a.gg.size(), 0.0f));  // not vacuous: the norm's path reached the parameters
+    }
+  }
+}
+
+TEST_CASE("add_layer_norm: central differences through both outputs", "[autograd][gradcheck][nn]") {
+  std::vector inputs{atest::random_tensor<double>(host(), {3, 7}), atest::random_tensor<double>(host(), {3, 7}),
+                     atest::random_tensor<double>(host(), {7}), atest::random_tensor<double>(host(), {7})};
+  require_passed(check_gradients(host(), inputs, [](Tape& t, std::vector<Var<double>>& x) {
+    const auto out = add_layer_norm<double>(t, x[0], x[1], x[2], x[3], 1e-5);
+    return add(t, readout(t, out.sum), readout(t, out.norm));
+  }));
+}
+
+TEST_CASE("add_layer_norm rejects mismatched operands", "[autograd][nn][errors]") {
+  Tape tape(host());
+  auto x = leaf(tape, atest::random_tensor<float>(host(), {3, 4}));
+  auto r = leaf(tape, atest::random_tensor<float>(host(), {3, 5}));
+  auto g = leaf(tape, atest::random_tensor<float>(host(), {4}));
+  CHECK_THROWS_WITH(add_layer_norm<float>(tape, x, r, g, g), Catch::Contains("add_layer_norm"));
+  CHECK_THROWS_AS(add_layer_norm<float>(tape, x, x, leaf(tape, atest::random_tensor<float>(host(), {5})), g), ShapeError);
 }

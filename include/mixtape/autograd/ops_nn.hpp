@@ -1,6 +1,6 @@
 /// @file ops_nn.hpp
 /// @brief Differentiable model ops on top of the model kernels: bias and positional adds, GELU
-///        (tanh), LayerNorm, softmax (scaled, optionally causal), embedding lookup, cross-entropy
+///        (tanh), LayerNorm (alone or after a residual add), softmax (scaled, optionally causal), embedding lookup, cross-entropy
 ///        with integer targets (fused log-softmax, mean over rows) and mean-squared error.
 ///
 /// Precision follows the arguments' types, so a module picks them from its policy: e.g. a
@@ -119,6 +119,63 @@ struct LayerNormNode final : Node {
   }
 };
 
+/// add_layer_norm's backward: the LayerNorm's and then the add's, with the branch's gradient (the
+/// sum's gradient rounded to R) written by the LayerNorm's dx kernel as it writes the sum's, where
+/// the branch has no gradient yet; the same bits as AddNode after LayerNormNode.
+/// Inputs: x, r, gamma, beta. Outputs: sum, norm.
+template <GradElement X, GradElement R, GradElement W, GradElement Out, class S>
+struct AddLayerNormNode final : Node {
+  SavedTensor sum, gamma;
+  Tensor<S> mean, rstd;
+  AddLayerNormNode(const Tensor<X>& h, const Tensor<W>& g, Tensor<S> m, Tensor<S> r)
+      : sum(h), gamma(g), mean(std::move(m)), rstd(std::move(r)) {}
+  const char* name() const noexcept override { return "add_layer_norm"; }
+  void backward(Tape& tape) override {
+    const TensorRef gy_ref = tape.grad_ref(outputs[1]);
+    bool branch_done = false;
+    if (gy_ref.defined()) {
+      const auto gy = gy_ref.as<Out>();
+      const auto hv = sum.get<X>("add_layer_norm");
+      const auto gv = gamma.get<W>("add_layer_norm");
+      // The sum's gradient: the downstream one, accumulated into in place (as LayerNormNode would
+      // into its input's), or a fresh buffer; scratch when neither x nor r requires grad.
+      const GradTarget th = outputs[0] >= 0 ? tape.grad_target(outputs[0])
+                                            : GradTarget{Tensor<X>::empty(tape.ctx(), hv.shape()), false};
+      const GradTarget tg = inputs[2] >= 0 ? tape.grad_target(inputs[2]) : GradTarget{};
+      const GradTarget tb = inputs[3] >= 0 ? tape.grad_target(inputs[3]) : GradTarget{};
+      MIXTAPE_EXPECT(tg.grad.defined() == tb.grad.defined() && (!tg.grad.defined() || tg.accumulate == tb.accumulate),
+                     ValueError, "add_layer_norm: gamma and beta must both be trained (or both frozen) together");
+      const Tensor<X> dh = th.grad.as<X>();
+      // The branch's gradient rides along when it would be a fresh R buffer.
+      GradTarget tr{};
+      if (inputs[1] >= 0 && inputs[1] != inputs[0]) {
+        tr = tape.grad_target(inputs[1]);
+        branch_done = !tr.accumulate && tr.grad.dtype() == dtype_v<R>;
+      }
+      auto run = [&]<class DW>() {
+        const Tensor<DW> dg = tg.grad.defined() ? tg.grad.as<DW>() : Tensor<DW>::empty(tape.ctx(), gv.shape());
+        const Tensor<DW> db = tb.grad.defined() ? tb.grad.as<DW>() : Tensor<DW>::empty(tape.ctx(), gv.shape());
+        if (branch_done) {
+          kernels::layernorm_backward(tape.ctx(), hv, gv, mean, rstd, gy, dh, dg, db, th.accumulate, tg.accumulate,
+                                      tr.grad.as<R>());
+        } else {
+          kernels::layernorm_backward(tape.ctx(), hv, gv, mean, rstd, gy, dh, dg, db, th.accumulate, tg.accumulate);
+        }
+      };
+      autograd::detail::visit_value_or_f32<W>(tg.grad.defined() ? tg.grad.dtype() : dtype_v<W>, run);
+      if (outputs[0] >= 0) tape.wrote(outputs[0]);
+      if (branch_done) tape.wrote(inputs[1]);
+      for (int i = 2; i < 4; ++i)
+        if (inputs[i] >= 0) tape.wrote(inputs[i]);
+    }
+    // The add's backward: x takes the sum's gradient as it is, r gets it in R.
+    if (!tape.grad_ref(outputs[0]).defined()) return;  // neither output reached
+    const auto gh = out_grad<X>(tape, *this, 0);
+    if (!tape.pass_grad(outputs[0], inputs[0])) emit(tape, inputs[0], kernels::Identity{}, gh);
+    if (!branch_done) emit(tape, inputs[1], kernels::ScaleBy{1.0}, gh);
+  }
+};
+
 template <GradElement In, GradElement Out>
 struct SoftmaxNode final : Node {
   Tensor<Out> y;  // the output itself (an op writing into it in place bumps its version)
@@ -226,6 +283,39 @@ Var<Out> layer_norm(Tape& tape, const Var<In>& x, const Var<W>& gamma, const Var
     tape.record<nodes::LayerNormNode<In, W, Out, S>>(std::array{x.slot(), gamma.slot(), beta.slot()},
                                                      std::array{y.slot()}, x.value(), gamma.value(), mean, rstd);
   return y;
+}
+
+/// The two outputs of add_layer_norm.
+template <GradElement X, GradElement Out>
+struct AddLayerNorm {
+  Var<X> sum;     ///< x + r, in x's type (the residual stream)
+  Var<Out> norm;  ///< layer_norm(x + r)
+};
+
+/// sum = add(x, r), norm = layer_norm<Out>(sum, gamma, beta, eps), with the add fused into the
+/// LayerNorm's first pass over the rows (kernels::add_layernorm_forward: the same bits) and, in
+/// backward, the branch's gradient written by the LayerNorm's dx kernel (AddLayerNormNode): the
+/// pre-norm transformer's residual add and the LayerNorm that reads it, with one read of the sum
+/// and one of its gradient fewer. Values and gradients are those of add then layer_norm, bit for bit.
+/// // x (R, C) in the residual type, r (R, C), gamma and beta (C) -> sum (R, C), norm (R, C)
+template <GradElement Out, GradElement X, GradElement R, GradElement W, class S = kernels::compute_t<X>>
+AddLayerNorm<X, Out> add_layer_norm(Tape& tape, const Var<X>& x, const Var<R>& r, const Var<W>& gamma, const Var<W>& beta,
+                                    double eps = 1e-5) {
+  autograd::detail::expect_same("add_layer_norm", x.value(), r.value());
+  MIXTAPE_EXPECT(x.shape().rank() >= 1, ShapeError, "add_layer_norm: expected rank >= 1, got a scalar");
+  auto h = autograd::detail::make_output<X>(tape, x.shape(), x.device(), x.requires_grad() || r.requires_grad());
+  const bool needs = h.requires_grad() || gamma.requires_grad() || beta.requires_grad();
+  auto y = autograd::detail::make_output<Out>(tape, x.shape(), x.device(), needs);
+  const Shape stat_shape(x.shape().span().first(static_cast<std::size_t>(x.shape().rank() - 1)));  // leading dims
+  auto mean = Tensor<S>::empty(tape.ctx(), stat_shape, x.device());
+  auto rstd = Tensor<S>::empty(tape.ctx(), stat_shape, x.device());
+  kernels::add_layernorm_forward(tape.ctx(), x.value(), r.value(), h.value(), gamma.value(), beta.value(), y.value(),
+                                 mean, rstd, eps);
+  if (y.requires_grad())
+    tape.record<nodes::AddLayerNormNode<X, R, W, Out, S>>(std::array{x.slot(), r.slot(), gamma.slot(), beta.slot()},
+                                                          std::array{h.slot(), y.slot()}, h.value(), gamma.value(),
+                                                          mean, rstd);
+  return {std::move(h), std::move(y)};
 }
 
 /// softmax(scale * x) over the last dimension, optionally causal over (T, T) tiles, output in `Out`.

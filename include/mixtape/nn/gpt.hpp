@@ -90,6 +90,20 @@ class Block : public Module {
     return autograd::add(tape, h, mlp_(tape, ln2_(tape, h)));
   }
 
+  /// The block with each residual add fused into the LayerNorm that reads its sum: given x and
+  /// xn = ln1(x), returns the block's output and `next` of it (the following block's ln1, or the
+  /// final LayerNorm). The values and gradients of operator() then next(...), bit for bit.
+  /// // x (B, T, C) residual, xn (B, T, C) -> sum (B, T, C) residual, norm (B, T, C)
+  autograd::AddLayerNorm<residual_type, compute_type> forward_to(autograd::Tape& tape,
+                                                                 const autograd::Var<residual_type>& x,
+                                                                 const autograd::Var<compute_type>& xn,
+                                                                 const LayerNorm<P>& next) const {
+    const auto h = ln2_.add_and_norm(tape, x, attn_(tape, xn));
+    return next.add_and_norm(tape, h.sum, mlp_(tape, h.norm));
+  }
+
+  const LayerNorm<P>& ln1() const noexcept { return ln1_; }
+
   const CausalSelfAttention<P>& attention() const noexcept { return attn_; }
   const Mlp<P>& mlp() const noexcept { return mlp_; }
 
@@ -165,8 +179,15 @@ class Gpt : public Module {
     const std::int64_t b = ids.size(0), t = ids.size(1), c = config_.dim;
     auto x = autograd::reshape(tape, wte_(tape, ids), {b, t, c});          // (B, T, C)
     x = autograd::add_positional(tape, x, wpe_.table(tape));
-    for (const auto& block : blocks_) x = (*block)(tape, x);
-    return autograd::reshape(tape, (*lnf_)(tape, x), {b * t, c});  // (B*T, C)
+    // Each residual add is fused into the LayerNorm after it (Block::forward_to).
+    auto xn = blocks_.front()->ln1()(tape, x);
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      const LayerNorm<P>& next = i + 1 < blocks_.size() ? blocks_[i + 1]->ln1() : *lnf_;
+      auto out = blocks_[i]->forward_to(tape, x, xn, next);
+      x = std::move(out.sum);
+      xn = std::move(out.norm);
+    }
+    return autograd::reshape(tape, xn, {b * t, c});  // (B*T, C)
   }
 
   static const GptConfig& check(const GptConfig& c) {

@@ -33,6 +33,14 @@ class LayerNorm : public Module {
     return autograd::layer_norm<output_type>(tape, x, value_of(tape, *gain_), value_of(tape, *bias_), eps_);
   }
 
+  /// The residual add before this LayerNorm, fused into it (autograd::add_layer_norm): sum = x + r
+  /// in x's type, norm = this(sum). // x (..., C) residual stream, r (..., C) -> sum, norm (..., C)
+  template <autograd::GradElement X, autograd::GradElement R>
+  autograd::AddLayerNorm<X, output_type> add_and_norm(autograd::Tape& tape, const autograd::Var<X>& x,
+                                                       const autograd::Var<R>& r) const {
+    return autograd::add_layer_norm<output_type>(tape, x, r, value_of(tape, *gain_), value_of(tape, *bias_), eps_);
+  }
+
   Parameter& weight() const noexcept { return *gain_; }
   Parameter& bias() const noexcept { return *bias_; }
 

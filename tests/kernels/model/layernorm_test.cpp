@@ -1,7 +1,8 @@
 // LayerNorm on the host: forward (y, mean, rstd) and backward (dx, dgamma, dbeta) against
 // long-double references with the tolerances derived in model_reference.hpp, for f64, f32, bf16,
 // f16 and the mixed-policy type combinations; the f64 backward against central differences; the
-// accumulate flags; determinism across thread counts; the typed errors.
+// accumulate flags; determinism across thread counts; the residual add fused into the forward
+// (the bits of the two calls); the typed errors.
 #include "model_reference.hpp"
 
 #include "mixtape/kernels/layernorm.hpp"
@@ -186,6 +187,80 @@ TEST_CASE("layernorm results do not depend on the host thread count", "[kernels]
   mref::require_same_bits("1 vs 4 threads", results[0], results[1]);
 }
 
+namespace {
+template <class T>
+std::vector<T> raw(const Tensor<T>& t) {
+  return std::vector<T>(t.data(), t.data() + t.numel());
+}
+
+/// add_layernorm_forward against kernels::map(Add) then layernorm_forward: the same bits.
+template <class X, class R, class W, class Out>
+void check_add_layernorm(std::mt19937_64& rng) {
+  using S = k::compute_t<X, W>;
+  for (const Shape& s : shapes()) {
+    INFO("shape " << s << " " << ktest::type_name<X>() << " + " << ktest::type_name<R>() << ", " << ktest::type_name<W>()
+                  << " -> " << ktest::type_name<Out>());
+    const std::int64_t cols = s[s.rank() - 1];
+    const Shape lead(s.span().first(static_cast<std::size_t>(s.rank() - 1)));
+    auto x = mref::random_tensor<X>(host(), s, rng, -2, 2);
+    auto r = mref::random_tensor<R>(host(), s, rng, -1, 1);
+    auto gamma = mref::random_tensor<W>(host(), {cols}, rng, 0.5, 1.5);
+    auto beta = mref::random_tensor<W>(host(), {cols}, rng, -0.5, 0.5);
+    auto h = Tensor<X>::empty(host(), s), h2 = Tensor<X>::empty(host(), s);
+    auto y = Tensor<Out>::empty(host(), s), y2 = Tensor<Out>::empty(host(), s);
+    auto mean = Tensor<S>::empty(host(), lead), rstd = Tensor<S>::empty(host(), lead);
+    auto mean2 = Tensor<S>::empty(host(), lead), rstd2 = Tensor<S>::empty(host(), lead);
+    k::add_layernorm_forward(host(), x, r, h, gamma, beta, y, mean, rstd, 1e-5);
+    k::map(host(), k::Add{}, h2, x, r);
+    k::layernorm_forward(host(), h2, gamma, beta, y2, mean2, rstd2, 1e-5);
+    mref::require_same_bits("h", raw(h), raw(h2));
+    mref::require_same_bits("y", raw(y), raw(y2));
+    mref::require_same_bits("mean", raw(mean), raw(mean2));
+    mref::require_same_bits("rstd", raw(rstd), raw(rstd2));
+  }
+}
+}  // namespace
+
+TEST_CASE("add_layernorm_forward gives the bits of the add then layernorm_forward", "[kernels][layernorm]") {
+  std::mt19937_64 rng(71);
+  check_add_layernorm<float, bf16, float, bf16>(rng);  // bf16-mixed: f32 stream, bf16 branch
+  check_add_layernorm<float, f16, float, f16>(rng);    // 16-mixed
+  check_add_layernorm<bf16, bf16, bf16, bf16>(rng);    // bf16-true
+  check_add_layernorm<float, float, float, float>(rng);
+  check_add_layernorm<double, double, double, double>(rng);
+}
+
+TEST_CASE("layernorm_backward's dx_copy is the final dx rounded on, written or accumulated", "[kernels][layernorm]") {
+  std::mt19937_64 rng(72);
+  for (const Shape& s : shapes()) {
+    for (const bool acc : {false, true}) {
+      INFO("shape " << s << " accumulate " << acc);
+      const std::int64_t cols = s[s.rank() - 1];
+      const Shape lead(s.span().first(static_cast<std::size_t>(s.rank() - 1)));
+      auto x = mref::random_tensor<float>(host(), s, rng, -2, 2);
+      auto gamma = mref::random_tensor<float>(host(), {cols}, rng, 0.5, 1.5);
+      auto beta = mref::random_tensor<float>(host(), {cols}, rng, -0.5, 0.5);
+      auto y = Tensor<bf16>::empty(host(), s);
+      auto mean = Tensor<float>::empty(host(), lead), rstd = Tensor<float>::empty(host(), lead);
+      k::layernorm_forward(host(), x, gamma, beta, y, mean, rstd, 1e-5);
+      auto dy = mref::random_tensor<bf16>(host(), s, rng, -1, 1);
+      auto dx0 = mref::random_tensor<float>(host(), s, rng, -1, 1);
+      auto dx1 = Tensor<float>::empty(host(), s), dx2 = Tensor<float>::empty(host(), s);
+      k::copy(host(), dx0, dx1);
+      k::copy(host(), dx0, dx2);
+      auto dg1 = Tensor<float>::empty(host(), {cols}), db1 = Tensor<float>::empty(host(), {cols});
+      auto dg2 = Tensor<float>::empty(host(), {cols}), db2 = Tensor<float>::empty(host(), {cols});
+      auto copy = Tensor<bf16>::empty(host(), s), cast = Tensor<bf16>::empty(host(), s);
+      k::layernorm_backward(host(), x, gamma, mean, rstd, dy, dx1, dg1, db1, acc, false, copy);
+      k::layernorm_backward(host(), x, gamma, mean, rstd, dy, dx2, dg2, db2, acc, false);
+      k::map(host(), k::ScaleBy{1.0}, cast, dx2);  // the cast AddNode's backward would make
+      mref::require_same_bits("dx", raw(dx1), raw(dx2));
+      mref::require_same_bits("dx_copy", raw(copy), raw(cast));
+      mref::require_same_bits("dgamma", raw(dg1), raw(dg2));
+    }
+  }
+}
+
 TEST_CASE("layernorm rejects bad operands with typed errors", "[kernels][layernorm][errors]") {
   auto x = Tensor<float>::empty(host(), {4, 8});
   auto g = Tensor<float>::empty(host(), {8}), g9 = Tensor<float>::empty(host(), {9});
@@ -205,4 +280,23 @@ TEST_CASE("layernorm rejects bad operands with typed errors", "[kernels][layerno
   auto dx = Tensor<float>::empty(host(), {4, 8});
   REQUIRE_THROWS_AS(k::layernorm_backward(host(), x, g, m, m, dx, dx, g, g, false, false), ValueError);  // dx is dy
   REQUIRE_THROWS_AS(k::layernorm_backward(host(), x, g, m, m, y, dx, g9, g, false, false), ShapeError);
+  auto r = Tensor<bf16>::empty(host(), {4, 8}), r5 = Tensor<bf16>::empty(host(), {5, 8});
+  auto h = Tensor<float>::empty(host(), {4, 8});
+  auto yb = Tensor<bf16>::empty(host(), {4, 8});
+  try {
+    k::add_layernorm_forward(host(), x, r5, h, g, g, yb, m, m);
+    FAIL("no exception");
+  } catch (const ShapeError& e) {
+    REQUIRE_THAT(e.what(), Catch::Contains("add_layernorm_forward") && Catch::Contains("res") &&
+                               Catch::Contains("(4, 8)") && Catch::Contains("got (5, 8)"));
+  }
+  REQUIRE_THROWS_WITH(k::add_layernorm_forward(host(), x, r, x, g, g, yb, m, m),
+                      Catch::Contains("expected h to overlap none of x, res and y"));  // h is x
+  REQUIRE_THROWS_AS(k::add_layernorm_forward(host(), x, r, h, g9, g, yb, m, m), ShapeError);
+  REQUIRE_THROWS_AS(k::add_layernorm_forward(host(), x, r, h, g, g, yb, m5, m), ShapeError);
+  auto dyb = Tensor<bf16>::empty(host(), {4, 8}), copy5 = Tensor<bf16>::empty(host(), {5, 8});
+  REQUIRE_THROWS_WITH(k::layernorm_backward(host(), x, g, m, m, dyb, dx, g, g, false, false, dyb),
+                      Catch::Contains("expected dx_copy to overlap none of dx, dy and x"));
+  REQUIRE_THROWS_WITH(k::layernorm_backward(host(), x, g, m, m, dyb, dx, g, g, false, false, copy5),
+                      Catch::Contains("dx_copy") && Catch::Contains("got (5, 8)"));
 }

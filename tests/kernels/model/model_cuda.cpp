@@ -400,6 +400,67 @@ TEST_CASE("CUDA LayerNorm is within tolerance, deterministic, and its parameter 
   }
 }
 
+template <class X, class R, class W, class Out, class S>
+void add_layernorm_case(const Shape& s, std::mt19937_64& rng, bool misaligned) {
+  INFO("add_layernorm " << ktest::type_name<X>() << " + " << ktest::type_name<R>() << " -> " << ktest::type_name<Out>()
+                        << " shape " << s << " misaligned " << misaligned);
+  const std::int64_t cols = s[s.rank() - 1];
+  const Shape lead = lead_of(s);
+  auto x = mref::random_tensor<X>(host(), s, rng, -2, 2);
+  auto r = mref::random_tensor<R>(host(), s, rng, -1, 1);
+  auto gamma = mref::random_tensor<W>(host(), {cols}, rng, 0.5, 1.5);
+  auto beta = mref::random_tensor<W>(host(), {cols}, rng, -0.5, 0.5);
+  auto xd = up(x, misaligned), rd = up(r, misaligned), gd = up(gamma), bd = up(beta);
+  auto hd = dev_empty<X>(s, misaligned);
+  auto yd = dev_empty<Out>(s, misaligned), y2 = dev_empty<Out>(s, misaligned);
+  auto md = dev_empty<S>(lead), sd = dev_empty<S>(lead), m2 = dev_empty<S>(lead), s2 = dev_empty<S>(lead);
+  mcuda::add_layernorm_forward(dev(), xd, rd, hd, gd, bd, yd, md, sd, 1e-5);
+  // h: the host's add, bit for bit (both backends round x + r once); y, mean and rstd: the CUDA
+  // LayerNorm of that h, bit for bit (the fused kernel's passes are the unfused kernel's).
+  auto h = Tensor<X>::empty(host(), s);
+  k::map(host(), k::Add{}, h, x, r);
+  mref::require_same_bits("h", down(hd), mref::elements(h));
+  mcuda::layernorm_forward(dev(), hd, gd, bd, y2, m2, s2, 1e-5);
+  mref::require_same_bits("y", down(yd), down(y2));
+  mref::require_same_bits("mean", down(md), down(m2));
+  mref::require_same_bits("rstd", down(sd), down(s2));
+
+  // Backward with the branch's gradient written alongside dx (written and accumulated): dx as
+  // without it, bit for bit, and the copy the host's cast of that dx.
+  using G = Out;
+  auto dy = up(mref::random_tensor<G>(host(), s, rng, -1, 1), misaligned);
+  for (const bool acc : {false, true}) {
+    INFO("accumulate dx " << acc);
+    auto dx0 = mref::random_tensor<X>(host(), s, rng, -1, 1);
+    auto dx1 = up(dx0, misaligned), dx2 = up(dx0, misaligned);
+    auto dg = dev_empty<W>({cols}), db = dev_empty<W>({cols}), dg2 = dev_empty<W>({cols}), db2 = dev_empty<W>({cols});
+    auto copy = dev_empty<R>(s, misaligned);
+    mcuda::layernorm_backward_copy(dev(), hd, gd, md, sd, dy, dx1, dg, db, acc, copy);
+    mcuda::layernorm_backward(dev(), hd, gd, md, sd, dy, dx2, dg2, db2, acc, false);
+    mref::require_same_bits("dx", down(dx1), down(dx2));
+    auto dx_host = Tensor<X>::empty(host(), s);
+    const auto dxv = down(dx2);
+    std::copy(dxv.begin(), dxv.end(), dx_host.data());
+    auto cast = Tensor<R>::empty(host(), s);
+    k::map(host(), k::ScaleBy{1.0}, cast, dx_host);
+    mref::require_same_bits("dx_copy", down(copy), mref::elements(cast));
+  }
+}
+
+TEST_CASE("CUDA add_layernorm_forward and the backward's dx_copy give the unfused ops' bits", "[cuda][kernels][layernorm]") {
+  const std::uint64_t seed = ktest::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  for (const Shape& s : {Shape{1, 1}, Shape{3, 7}, Shape{2, 3, 100}, Shape{5, 3000}, Shape{8, 1024, 768}}) {
+    add_layernorm_case<float, bf16, float, bf16, float>(s, rng, false);
+    add_layernorm_case<bf16, bf16, bf16, bf16, float>(s, rng, false);
+  }
+  for (const Shape& s : {Shape{1, 768}, Shape{17, 33}, Shape{4, 2050}}) {
+    add_layernorm_case<float, bf16, float, bf16, float>(s, rng, true);
+    add_layernorm_case<double, double, double, double, double>(s, rng, false);
+  }
+}
+
 TEST_CASE("CUDA softmax is within tolerance and deterministic", "[cuda][kernels][softmax]") {
   const std::uint64_t seed = ktest::fresh_seed();
   INFO("seed " << seed);

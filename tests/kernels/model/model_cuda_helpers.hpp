@@ -23,10 +23,18 @@ void gelu_backward(const ExecutionContext& ctx, const Tensor<In>& x, const Tenso
 template <class In, class W, class Out, class S>
 void layernorm_forward(const ExecutionContext& ctx, const Tensor<In>& x, const Tensor<W>& g, const Tensor<W>& b,
                        const Tensor<Out>& y, const Tensor<S>& mean, const Tensor<S>& rstd, double eps);
+template <class X, class R, class W, class Out, class S>
+void add_layernorm_forward(const ExecutionContext& ctx, const Tensor<X>& x, const Tensor<R>& r, const Tensor<X>& h,
+                           const Tensor<W>& g, const Tensor<W>& b, const Tensor<Out>& y, const Tensor<S>& mean,
+                           const Tensor<S>& rstd, double eps);
 template <class In, class W, class S, class G, class DX, class DW>
 void layernorm_backward(const ExecutionContext& ctx, const Tensor<In>& x, const Tensor<W>& g, const Tensor<S>& mean,
                         const Tensor<S>& rstd, const Tensor<G>& dy, const Tensor<DX>& dx, const Tensor<DW>& dg,
                         const Tensor<DW>& db, bool acc_dx, bool acc_params);
+template <class In, class W, class S, class G, class DX, class DW, class DC>
+void layernorm_backward_copy(const ExecutionContext& ctx, const Tensor<In>& x, const Tensor<W>& g, const Tensor<S>& mean,
+                             const Tensor<S>& rstd, const Tensor<G>& dy, const Tensor<DX>& dx, const Tensor<DW>& dg,
+                             const Tensor<DW>& db, bool acc_dx, const Tensor<DC>& copy);
 template <class X, class B, class Y>
 void add_bias(const ExecutionContext& ctx, const Tensor<X>& x, const Tensor<B>& b, const Tensor<Y>& y);
 template <class G, class D>

@@ -27,11 +27,23 @@ void layernorm_forward(const Ctx& ctx, const Tensor<In>& x, const Tensor<W>& g, 
                        const Tensor<S>& mean, const Tensor<S>& rstd, double eps) {
   k::layernorm_forward(ctx, x, g, b, y, mean, rstd, eps);
 }
+template <class X, class R, class W, class Out, class S>
+void add_layernorm_forward(const Ctx& ctx, const Tensor<X>& x, const Tensor<R>& r, const Tensor<X>& h, const Tensor<W>& g,
+                           const Tensor<W>& b, const Tensor<Out>& y, const Tensor<S>& mean, const Tensor<S>& rstd,
+                           double eps) {
+  k::add_layernorm_forward(ctx, x, r, h, g, b, y, mean, rstd, eps);
+}
 template <class In, class W, class S, class G, class DX, class DW>
 void layernorm_backward(const Ctx& ctx, const Tensor<In>& x, const Tensor<W>& g, const Tensor<S>& mean,
                         const Tensor<S>& rstd, const Tensor<G>& dy, const Tensor<DX>& dx, const Tensor<DW>& dg,
                         const Tensor<DW>& db, bool acc_dx, bool acc_params) {
   k::layernorm_backward(ctx, x, g, mean, rstd, dy, dx, dg, db, acc_dx, acc_params);
+}
+template <class In, class W, class S, class G, class DX, class DW, class DC>
+void layernorm_backward_copy(const Ctx& ctx, const Tensor<In>& x, const Tensor<W>& g, const Tensor<S>& mean,
+                             const Tensor<S>& rstd, const Tensor<G>& dy, const Tensor<DX>& dx, const Tensor<DW>& dg,
+                             const Tensor<DW>& db, bool acc_dx, const Tensor<DC>& copy) {
+  k::layernorm_backward(ctx, x, g, mean, rstd, dy, dx, dg, db, acc_dx, false, copy);
 }
 template <class X, class B, class Y>
 void add_bias(const Ctx& ctx, const Tensor<X>& x, const Tensor<B>& b, const Tensor<Y>& y) {
@@ -74,6 +86,12 @@ template void layernorm_forward(const Ctx&, T_<float>&, T_<float>&, T_<float>&, 
 template void layernorm_forward(const Ctx&, T_<bf16>&, T_<bf16>&, T_<bf16>&, T_<bf16>&, T_<float>&, T_<float>&, double);
 template void layernorm_forward(const Ctx&, T_<double>&, T_<double>&, T_<double>&, T_<double>&, T_<double>&, T_<double>&,
                                 double);
+template void add_layernorm_forward(const Ctx&, T_<float>&, T_<bf16>&, T_<float>&, T_<float>&, T_<float>&, T_<bf16>&,
+                                    T_<float>&, T_<float>&, double);
+template void add_layernorm_forward(const Ctx&, T_<bf16>&, T_<bf16>&, T_<bf16>&, T_<bf16>&, T_<bf16>&, T_<bf16>&,
+                                    T_<float>&, T_<float>&, double);
+template void add_layernorm_forward(const Ctx&, T_<double>&, T_<double>&, T_<double>&, T_<double>&, T_<double>&,
+                                    T_<double>&, T_<double>&, T_<double>&, double);
 template void layernorm_backward(const Ctx&, T_<float>&, T_<float>&, T_<float>&, T_<float>&, T_<float>&, T_<float>&,
                                  T_<float>&, T_<float>&, bool, bool);
 template void layernorm_backward(const Ctx&, T_<float>&, T_<float>&, T_<float>&, T_<float>&, T_<bf16>&, T_<float>&,
@@ -82,6 +100,13 @@ template void layernorm_backward(const Ctx&, T_<bf16>&, T_<bf16>&, T_<float>&, T
                                  T_<bf16>&, bool, bool);
 template void layernorm_backward(const Ctx&, T_<double>&, T_<double>&, T_<double>&, T_<double>&, T_<double>&, T_<double>&,
                                  T_<double>&, T_<double>&, bool, bool);
+
+template void layernorm_backward_copy(const Ctx&, T_<float>&, T_<float>&, T_<float>&, T_<float>&, T_<bf16>&, T_<float>&,
+                                      T_<float>&, T_<float>&, bool, T_<bf16>&);
+template void layernorm_backward_copy(const Ctx&, T_<bf16>&, T_<bf16>&, T_<float>&, T_<float>&, T_<bf16>&, T_<bf16>&,
+                                      T_<bf16>&, T_<bf16>&, bool, T_<bf16>&);
+template void layernorm_backward_copy(const Ctx&, T_<double>&, T_<double>&, T_<double>&, T_<double>&, T_<double>&,
+                                      T_<double>&, T_<double>&, T_<double>&, bool, T_<double>&);
 
 template void add_bias(const Ctx&, T_<float>&, T_<float>&, T_<float>&);
 template void add_bias(const Ctx&, T_<bf16>&, T_<float>&, T_<bf16>&);

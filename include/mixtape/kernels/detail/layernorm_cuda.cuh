@@ -1,7 +1,8 @@
 /// @file layernorm_cuda.cuh
-/// @brief CUDA LayerNorm (only in `.cu` units): forward and input gradient with a warp per row
-///        (C <= 2048) or a block per row, 16-byte packs when every operand allows; dgamma and dbeta
-///        through the deterministic column reduction (broadcast_cuda.cuh).
+/// @brief CUDA LayerNorm (only in `.cu` units): forward (optionally after a residual add) and input
+///        gradient with a warp per row (C <= 2048) or a block per row, 16-byte packs when every
+///        operand allows; dgamma and dbeta through the deterministic column reduction
+///        (broadcast_cuda.cuh).
 ///
 /// The formulas are layernorm_host.hpp's. Each thread sums a fixed strided subset of a row in
 /// order and the group combines the partial sums by a fixed tree (row_group_cuda.cuh), so results
@@ -28,18 +29,34 @@ namespace mixtape::kernels::detail {
 MIXTAPE_BACKEND_BEGIN
 namespace gpu {
 
-template <int G, int P, class A, class In, class W, class Out, class S>
+/// With kResidual, the first pass forms h = x + res (rounded to In, as kernels::map(Add) rounds
+/// it), writes it and normalises h: the later passes re-read the thread's own columns of h, which
+/// it wrote itself, so no barrier is needed. Without, h is x and res unused.
+template <int G, int P, bool kResidual, class A, class In, class R, class W, class Out, class S>
 __global__ void __launch_bounds__(kRowThreads)
-    layernorm_forward_kernel(std::int64_t rows, std::int64_t cols, A eps, const In* x, const W* gamma, const W* beta,
-                             Out* y, S* mean, S* rstd) {
+    layernorm_forward_kernel(std::int64_t rows, std::int64_t cols, A eps, const In* x, const R* res, In* h,
+                             const W* gamma, const W* beta, Out* y, S* mean, S* rstd) {
   using RG = RowGroup<G>;
+  using AR = compute_t<In, R>;
   __shared__ A smem[RG::kWarps];
   for (std::int64_t row = RG::first_row(); row < rows; row += RG::row_stride()) {
-    const In* xr = x + row * cols;
+    const In* xr = (kResidual ? h : x) + row * cols;
     A s = 0;
     for (std::int64_t c = static_cast<std::int64_t>(RG::rank()) * P; c < cols; c += G * P) {
       A v[P];
-      load_row_pack<P>(xr + c, v);
+      if constexpr (kResidual) {
+        AR a[P], b[P];
+        load_row_pack<P>(x + row * cols + c, a);
+        load_row_pack<P>(res + row * cols + c, b);
+        In hv[P];
+#pragma unroll
+        for (int k = 0; k < P; ++k) hv[k] = cast<In>(a[k] + b[k]);
+        store_row_pack<P>(h + row * cols + c, hv);
+#pragma unroll
+        for (int k = 0; k < P; ++k) v[k] = to_acc<A>(hv[k]);
+      } else {
+        load_row_pack<P>(xr + c, v);
+      }
 #pragma unroll
       for (int k = 0; k < P; ++k) s += v[k];
     }
@@ -73,10 +90,12 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
-template <int G, int P, class A, class In, class W, class S, class GT, class DX>
+/// With `copy`, the final dx is also written rounded on to DC there (the residual branch's
+/// gradient of a fused add: one read of dx fewer than a separate cast).
+template <int G, int P, class A, class In, class W, class S, class GT, class DX, class DC>
 __global__ void __launch_bounds__(kRowThreads)
     layernorm_backward_dx_kernel(std::int64_t rows, std::int64_t cols, const In* x, const W* gamma, const S* mean,
-                                 const S* rstd, const GT* dy, DX* dx, bool accumulate) {
+                                 const S* rstd, const GT* dy, DX* dx, bool accumulate, DC* copy) {
   using RG = RowGroup<G>;
   __shared__ A smem[RG::kWarps];
   for (std::int64_t row = RG::first_row(); row < rows; row += RG::row_stride()) {
@@ -115,7 +134,15 @@ __global__ void __launch_bounds__(kRowThreads)
 #pragma unroll
         for (int k = 0; k < P; ++k) v[k] = old[k] + v[k];
       }
-      store_row_pack<P>(dx + base + c, v);
+      if (copy) {
+        DX rounded[P];
+#pragma unroll
+        for (int k = 0; k < P; ++k) rounded[k] = cast<DX>(v[k]);
+        store_row_pack<P>(dx + base + c, rounded);
+        store_row_pack<P>(copy + base + c, rounded);
+      } else {
+        store_row_pack<P>(dx + base + c, v);
+      }
     }
   }
 }
@@ -128,23 +155,37 @@ void layernorm_forward(const ExecutionContext& ctx, const In* x, const W* gamma,
   constexpr int P = kPackOf<In, W, Out>;
   const bool packable = rows_packable<P>(cols, x, gamma, beta, y);
   launch_rows<P>(rows, cols, packable, [&]<int G, int PP>(unsigned grid) {
-    layernorm_forward_kernel<G, PP, A><<<grid, kRowThreads, 0, ctx.stream()>>>(rows, cols, eps, x, gamma, beta, y,
-                                                                              mean, rstd);
+    layernorm_forward_kernel<G, PP, false, A, In, In><<<grid, kRowThreads, 0, ctx.stream()>>>(
+        rows, cols, eps, x, static_cast<const In*>(nullptr), static_cast<In*>(nullptr), gamma, beta, y, mean, rstd);
   });
 }
 
-template <class A, class In, class W, class S, class GT, class DX, class DW>
+/// h = x + res, then layernorm_forward of h (layernorm_host.hpp: add_layernorm_forward_host).
+template <class A, class X, class R, class W, class Out, class S>
+void add_layernorm_forward(const ExecutionContext& ctx, const X* x, const R* res, X* h, const W* gamma, const W* beta,
+                           Out* y, S* mean, S* rstd, std::int64_t rows, std::int64_t cols, A eps) {
+  if (rows == 0) return;
+  DeviceScope scope(ctx.device().index());
+  constexpr int P = kPackOf<X, R, W, Out>;
+  const bool packable = rows_packable<P>(cols, x, res, h, gamma, beta, y);
+  launch_rows<P>(rows, cols, packable, [&]<int G, int PP>(unsigned grid) {
+    layernorm_forward_kernel<G, PP, true, A, X, R><<<grid, kRowThreads, 0, ctx.stream()>>>(rows, cols, eps, x, res, h,
+                                                                                          gamma, beta, y, mean, rstd);
+  });
+}
+
+template <class A, class In, class W, class S, class GT, class DX, class DW, class DC = DX>
 void layernorm_backward(const ExecutionContext& ctx, const In* x, const W* gamma, const S* mean, const S* rstd,
                         const GT* dy, DX* dx, DW* dgamma, DW* dbeta, std::int64_t rows, std::int64_t cols,
-                        bool accumulate_dx, bool accumulate_params) {
+                        bool accumulate_dx, bool accumulate_params, DC* dx_copy = nullptr) {
   if (cols == 0) return;
   DeviceScope scope(ctx.device().index());
   if (rows > 0) {
-    constexpr int P = kPackOf<In, W, GT, DX>;
-    const bool packable = rows_packable<P>(cols, x, gamma, dy, dx);
+    constexpr int P = kPackOf<In, W, GT, DX, DC>;
+    const bool packable = rows_packable<P>(cols, x, gamma, dy, dx) && (dx_copy == nullptr || aligned16(dx_copy));
     launch_rows<P>(rows, cols, packable, [&]<int G, int PP>(unsigned grid) {
       layernorm_backward_dx_kernel<G, PP, A><<<grid, kRowThreads, 0, ctx.stream()>>>(rows, cols, x, gamma, mean, rstd,
-                                                                                    dy, dx, accumulate_dx);
+                                                                                    dy, dx, accumulate_dx, dx_copy);
     });
   }
   const LayerNormParamTerm<A, In, GT, S> term{x, dy, mean, rstd, cols};

@@ -53,35 +53,56 @@ struct LayerNormParamTerm {
   }
 };
 
+/// One row's forward: y, mean and rstd from the row `xr` of `cols` (v, d: scratch of cols).
+template <class A, class In, class W, class Out, class S>
+void layernorm_forward_row(const In* xr, const W* gamma, const W* beta, Out* yr, S& mean, S& rstd, std::int64_t cols,
+                           A eps, std::vector<A>& v, std::vector<A>& d) {
+  for (std::int64_t c = 0; c < cols; ++c) v[c] = to_acc<A>(xr[c]);
+  const A m = SumReduce<A>::block(v.data(), cols) / static_cast<A>(cols);
+  for (std::int64_t c = 0; c < cols; ++c) {
+    const A dev = v[c] - m;
+    d[c] = dev * dev;
+  }
+  const A var = SumReduce<A>::block(d.data(), cols) / static_cast<A>(cols);
+  const A rs = inverse_sqrt<A>(var + eps);
+  for (std::int64_t c = 0; c < cols; ++c) yr[c] = cast<Out>((v[c] - m) * rs * to_acc<A>(gamma[c]) + to_acc<A>(beta[c]));
+  mean = cast<S>(m);
+  rstd = cast<S>(rs);
+}
+
 /// Forward over `rows` rows of `cols`: y, and mean / rstd per row rounded to S.
 template <class A, class In, class W, class Out, class S>
 void layernorm_forward_host(ThreadPool& pool, const In* x, const W* gamma, const W* beta, Out* y, S* mean, S* rstd,
                             std::int64_t rows, std::int64_t cols, A eps) {
   pool.parallel_for(rows, host_row_grain(cols), [&](std::int64_t r0, std::int64_t r1, int) {
     std::vector<A> v(static_cast<std::size_t>(cols)), d(static_cast<std::size_t>(cols));
+    for (std::int64_t r = r0; r < r1; ++r)
+      layernorm_forward_row<A>(x + r * cols, gamma, beta, y + r * cols, mean[r], rstd[r], cols, eps, v, d);
+  });
+}
+
+/// The residual add and the forward: h = x + res in h's type (the sum formed in compute_t of x and
+/// res, as kernels::map(Add) forms it), then y, mean, rstd of h.
+template <class A, class X, class R, class W, class Out, class S>
+void add_layernorm_forward_host(ThreadPool& pool, const X* x, const R* res, X* h, const W* gamma, const W* beta, Out* y,
+                                S* mean, S* rstd, std::int64_t rows, std::int64_t cols, A eps) {
+  using AR = compute_t<X, R>;
+  pool.parallel_for(rows, host_row_grain(cols), [&](std::int64_t r0, std::int64_t r1, int) {
+    std::vector<A> v(static_cast<std::size_t>(cols)), d(static_cast<std::size_t>(cols));
     for (std::int64_t r = r0; r < r1; ++r) {
-      const In* xr = x + r * cols;
-      for (std::int64_t c = 0; c < cols; ++c) v[c] = to_acc<A>(xr[c]);
-      const A m = SumReduce<A>::block(v.data(), cols) / static_cast<A>(cols);
-      for (std::int64_t c = 0; c < cols; ++c) {
-        const A dev = v[c] - m;
-        d[c] = dev * dev;
-      }
-      const A var = SumReduce<A>::block(d.data(), cols) / static_cast<A>(cols);
-      const A rs = inverse_sqrt<A>(var + eps);
-      Out* yr = y + r * cols;
-      for (std::int64_t c = 0; c < cols; ++c)
-        yr[c] = cast<Out>((v[c] - m) * rs * to_acc<A>(gamma[c]) + to_acc<A>(beta[c]));
-      mean[r] = cast<S>(m);
-      rstd[r] = cast<S>(rs);
+      const std::int64_t base = r * cols;
+      for (std::int64_t c = 0; c < cols; ++c) h[base + c] = cast<X>(to_acc<AR>(x[base + c]) + to_acc<AR>(res[base + c]));
+      layernorm_forward_row<A>(h + base, gamma, beta, y + base, mean[r], rstd[r], cols, eps, v, d);
     }
   });
 }
 
-/// Input gradient over `rows` rows: dx = (or +=) rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)).
-template <class A, class In, class W, class S, class G, class DX>
+/// Input gradient over `rows` rows: dx = (or +=) rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat));
+/// with `copy`, also the final dx rounded on to DC there.
+template <class A, class In, class W, class S, class G, class DX, class DC = DX>
 void layernorm_backward_dx_host(ThreadPool& pool, const In* x, const W* gamma, const S* mean, const S* rstd,
-                                const G* dy, DX* dx, std::int64_t rows, std::int64_t cols, bool accumulate) {
+                                const G* dy, DX* dx, std::int64_t rows, std::int64_t cols, bool accumulate,
+                                DC* copy = nullptr) {
   pool.parallel_for(rows, host_row_grain(cols), [&](std::int64_t r0, std::int64_t r1, int) {
     std::vector<A> xhat(static_cast<std::size_t>(cols)), dxhat(static_cast<std::size_t>(cols)),
         prod(static_cast<std::size_t>(cols));
@@ -100,6 +121,7 @@ void layernorm_backward_dx_host(ThreadPool& pool, const In* x, const W* gamma, c
       for (std::int64_t c = 0; c < cols; ++c) {
         const A g = (dxhat[c] - (xhat[c] * mean2 + mean1)) * rs;
         out[c] = accumulate ? cast<DX>(to_acc<A>(out[c]) + g) : cast<DX>(g);
+        if (copy) copy[base + c] = cast<DC>(to_acc<A>(out[c]));
       }
     }
   });
