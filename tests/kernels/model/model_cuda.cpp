@@ -392,6 +392,12 @@ TEST_CASE("CUDA LayerNorm is within tolerance, deterministic, and its parameter 
     layernorm_case<float, float, float, float>(s, rng, false);
     layernorm_case<float, float, bf16, float>(s, rng, false);
   }
+  // Around the register kernel's limits (128 packs a row: 512 f32 or 1024 bf16 columns) and its
+  // 2 / 4 pack slots (64 packs: 256 f32, 512 bf16 columns).
+  for (const Shape& s : {Shape{4, 256}, Shape{4, 260}, Shape{3, 512}, Shape{3, 520}, Shape{2, 1024}, Shape{2, 1032}}) {
+    layernorm_case<float, float, float, float>(s, rng, false);
+    layernorm_case<bf16, bf16, bf16, float>(s, rng, false);
+  }
   for (const Shape& s : {Shape{1, 768}, Shape{17, 33}, Shape{4, 2050}}) {
     layernorm_case<float, float, float, float>(s, rng, true);
     layernorm_case<bf16, bf16, bf16, float>(s, rng, false);
@@ -451,7 +457,8 @@ TEST_CASE("CUDA add_layernorm_forward and the backward's dx_copy give the unfuse
   const std::uint64_t seed = ktest::fresh_seed();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
-  for (const Shape& s : {Shape{1, 1}, Shape{3, 7}, Shape{2, 3, 100}, Shape{5, 3000}, Shape{8, 1024, 768}}) {
+  for (const Shape& s : {Shape{1, 1}, Shape{3, 7}, Shape{2, 3, 100}, Shape{5, 3000}, Shape{8, 1024, 768}, Shape{3, 520},
+                         Shape{3, 1032}}) {
     add_layernorm_case<float, bf16, float, bf16, float>(s, rng, false);
     add_layernorm_case<bf16, bf16, bf16, bf16, float>(s, rng, false);
   }
