@@ -15,8 +15,7 @@
 /// backward recomputes P from lse: dP = dO V^T in f32, dS = s P (dP - D) with
 /// D_i = rowsum(dO_i * O_i) in f32, dS rounded to T for dQ = dS K and dK = dS^T Q, dV = P^T dO with
 /// P in T; each gradient accumulated in f32 and rounded once (kernels/detail/attention_host.hpp
-/// spells out every step). Both backends are deterministic run to run: the CUDA backward adds dQ's
-/// per-key-block partial sums in a fixed order (attention_cuda.cuh), with no float atomics.
+/// spells out every step). Both backends are deterministic run to run.
 ///
 /// Host: every float type (f64 in double). CUDA: f16 and bf16 with head dim 32, 64 or 128 and
 /// 16-byte aligned operands (tensor cores, attention_cuda.cuh); other cases throw.
@@ -166,12 +165,8 @@ void causal_attention_backward(const ExecutionContext& ctx, const Tensor<T>& qkv
 #if MIXTAPE_HAS_KERNELS
     if constexpr (causal_attention_cuda_supports<T>(64) && (std::is_same_v<G, T> || std::is_same_v<G, float>)) {
       auto dvec = Tensor<float>::empty(ctx, lse.shape(), MemoryRole::workspace);  // D = rowsum(dO * O)
-      // dQ's partial sums over key blocks, and one counter per 32 query rows (the smallest tile)
-      auto dq_acc = Tensor<float>::empty(ctx, Shape{d.batch, d.heads, d.seq, d.head_dim}, MemoryRole::workspace);
-      auto dq_count =
-          Tensor<std::int32_t>::empty(ctx, Shape{d.batch * d.heads, (d.seq + 31) / 32}, MemoryRole::workspace);
       detail::gpu::causal_attention_backward<T>(ctx, d, qkv.data(), y.data(), dy.data(), lse.data(), dvec.data(),
-                                                dq_acc.data(), dq_count.data(), dqkv.data(), scale, accumulate);
+                                                dqkv.data(), scale, accumulate);
     }
 #else
     detail::throw_needs_cu(kOp, ctx.device());

@@ -9,16 +9,11 @@
 ///    the diagonal tile is masked). S = Q K^T and the running (max, sum) live in registers;
 ///    P = round_T(exp(z - running max)) goes straight from the S accumulator into the A operand
 ///    of O += P V; O is divided by the row sum and rounded once. lse = max + log(sum).
-///  - backward (deterministic: every sum runs in a fixed order, no float atomics): D = rowsum(dO * O)
-///    (rows staged in shared memory); then one kernel parallel over key blocks of 64 that loops over
-///    the query tiles at or below the diagonal, recomputing S^T and P^T from lse, accumulating dK
-///    and dV in registers, and adding each tile's dQ = dS K into an f32 workspace in a fixed order
-///    of key blocks: the highest first, each waiting on a per-query-tile counter for the block
-///    above it (ld.acquire / st.release, as CUTLASS's serial split-K semaphore); the last (key block
-///    0) writes dQ. A key block's CTA only waits on blocks launched before it (the grid runs key
-///    blocks in descending order), so the wait ends as long as CTAs start in launch order, which
-///    is what CUTLASS's serial split-K and FlashAttention-3's deterministic backward rely on too.
-///    The dQ products are not recomputed: S, P and dP are formed once per tile, not twice.
+///  - backward (deterministic: every output element is written by exactly one thread, summed in a
+///    fixed order, no atomics): D = rowsum(dO * O) (a thread per row, the rows staged in shared
+///    memory); dK/dV parallel over key blocks of 64, looping over the query tiles at or below the
+///    diagonal and recomputing S^T and P^T from lse; dQ parallel over query blocks of 64,
+///    recomputing S, P and dP.
 ///
 /// Rounding points are the host's (attention_host.hpp): scores, softmax, dP and dS in f32; P and
 /// dS rounded to T (cvt.rn, nearest even, as the host's cast) as mma operands; outputs rounded once.
@@ -235,15 +230,16 @@ inline constexpr float kLog2e = 1.4426950408889634f;
 inline constexpr float kLn2 = 0.6931471805599453f;
 
 /// Tile sizes per head dim (rows of the block's own tile, rows of the streamed tiles): the
-/// backward streams 32-row query tiles at D = 128 to stay within 255 registers without spills.
+/// backward kernels stream 32-row tiles at D = 128 to stay within 255 registers without spills.
 template <int D>
 struct Tiles {
   static constexpr int kPitch = D + 8;
   static constexpr int kFwdQ = 64, kFwdK = 64;                    // forward: own queries, streamed keys
-  static constexpr int kBwdK = 64, kBwdQ = D == 128 ? 32 : 64;    // backward: own keys, streamed queries
-  static constexpr int kDsPitch = kBwdQ + 8;                      // dS^T (keys x queries) in shared memory
+  static constexpr int kDqQ = 64, kDqK = D == 128 ? 32 : 64;      // dQ: own queries, streamed keys
+  static constexpr int kDkvK = 64, kDkvQ = D == 128 ? 32 : 64;    // dK dV: own keys, streamed queries
   static constexpr int kFwdSmem = (kFwdQ + 4 * kFwdK) * kPitch * 2;
-  static constexpr int kBwdSmem = (2 * kBwdK + 4 * kBwdQ) * kPitch * 2 + 4 * kBwdQ * 4 + kBwdK * kDsPitch * 2;
+  static constexpr int kDqSmem = (2 * kDqQ + 4 * kDqK) * kPitch * 2;
+  static constexpr int kDkvSmem = (2 * kDkvK + 4 * kDkvQ) * kPitch * 2 + 4 * kDkvQ * 4;
 };
 
 template <bool kBf16, int D>
@@ -393,62 +389,104 @@ __global__ void __launch_bounds__(kRowdotRows)
   dvec[(b * heads + h) * seq + tt] = acc;
 }
 
-/// dQ's per-query-tile counters: acquire and release at GPU scope (the workspace's adds between
-/// them are ordered by the CTA barrier on each side, as in CUTLASS's Semaphore).
-__device__ __forceinline__ int load_acquire(const int* p) {
-  int v;
-  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-__device__ __forceinline__ void store_release(int* p, int v) {
-  asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
-}
+template <bool kBf16, int D, class G>
+__global__ void __launch_bounds__(kThreads, 1)
+    attention_dq_kernel(const std::uint16_t* __restrict__ qkv, const std::uint16_t* __restrict__ dy,
+                        const float* __restrict__ lse, const float* __restrict__ dvec, G* __restrict__ dqkv, int seq,
+                        int heads, float scale, bool accumulate) {
+  using Tl = Tiles<D>;
+  constexpr int kBr = Tl::kDqQ, kBc = Tl::kDqK, kP = Tl::kPitch;
+  extern __shared__ __align__(16) unsigned char smem[];
+  auto* sq = reinterpret_cast<std::uint16_t*>(smem);
+  std::uint16_t* sdo = sq + kBr * kP;
+  std::uint16_t* sk = sdo + kBr * kP;  // 2 stages
+  std::uint16_t* sv = sk + 2 * kBc * kP;
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int q0 = static_cast<int>(gridDim.x - 1 - blockIdx.x) * kBr;
+  const int bh = static_cast<int>(blockIdx.y), b = bh / heads, h = bh % heads;
+  const std::int64_t c = static_cast<std::int64_t>(heads) * D, ld = 3 * c;
+  const std::int64_t head_off = static_cast<std::int64_t>(b) * seq * ld + static_cast<std::int64_t>(h) * D;
+  const std::uint16_t* q = qkv + head_off;
+  const std::uint16_t* k = q + c;
+  const std::uint16_t* v = q + 2 * c;
+  const std::uint16_t* dyh = dy + static_cast<std::int64_t>(b) * seq * c + static_cast<std::int64_t>(h) * D;
+  const int n_tiles = min((seq + kBc - 1) / kBc, (q0 + kBr + kBc - 1) / kBc);
+  const float scale2 = scale * kLog2e;
+  load_tile<kBr, D>(sq, q, ld, q0, seq);
+  load_tile<kBr, D>(sdo, dyh, c, q0, seq);
+  load_tile<kBc, D>(sk, k, ld, 0, seq);
+  load_tile<kBc, D>(sv, v, ld, 0, seq);
+  cp_async_commit();
 
-/// acc (16 x kN) += X^T (16 x kK) B with X stored kK rows of 16+ (X[k][m], so ldmatrix.trans gives
-/// the A fragments) and B = kK rows of `sb` (row-major, ldmatrix.trans as in mma_p_b) (dQ = dS K
-/// from dS^T in shared memory).
-template <bool kBf16, int kK, int kN, int kXPitch, int kPitch>
-__device__ __forceinline__ void mma_at_b(float (&acc)[kN / 8][4], const std::uint16_t* sx, const std::uint16_t* sb,
-                                         int lane) {
+  const int row0 = q0 + warp * 16;
+  float lse_r[2], d_r[2];
 #pragma unroll
-  for (int kk = 0; kk < kK / 16; ++kk) {
-    std::uint32_t a[4];
-    ldsm_x4_trans(a, sx + (kk * 16 + 8 * (lane / 16) + lane % 8) * kXPitch + 8 * ((lane / 8) % 2));
-#pragma unroll
-    for (int n2 = 0; n2 < kN / 16; ++n2) {
-      std::uint32_t b[4];
-      ldsm_x4_trans(b, sb + (kk * 16 + lane % 16) * kPitch + n2 * 16 + 8 * (lane / 16));
-      mma<kBf16>(acc[2 * n2], a, b[0], b[1]);
-      mma<kBf16>(acc[2 * n2 + 1], a, b[2], b[3]);
+  for (int r = 0; r < 2; ++r) {
+    const int row = row0 + g + 8 * r;
+    lse_r[r] = row < seq ? lse[static_cast<std::int64_t>(bh) * seq + row] * kLog2e : 0.f;  // base 2
+    d_r[r] = row < seq ? dvec[static_cast<std::int64_t>(bh) * seq + row] : 0.f;
+  }
+  float dq[D / 8][4] = {};
+  for (int j = 0; j < n_tiles; ++j) {
+    if (j + 1 < n_tiles) {
+      load_tile<kBc, D>(sk + ((j + 1) & 1) * kBc * kP, k, ld, (j + 1) * kBc, seq);
+      load_tile<kBc, D>(sv + ((j + 1) & 1) * kBc * kP, v, ld, (j + 1) * kBc, seq);
     }
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    const std::uint16_t* ck = sk + (j & 1) * kBc * kP;
+    const std::uint16_t* cv = sv + (j & 1) * kBc * kP;
+    float s[kBc / 8][4] = {}, dp[kBc / 8][4] = {};
+    mma_a_bt<kBf16, D, kBc, kP>(s, sq + warp * 16 * kP, ck, lane);
+    mma_a_bt<kBf16, D, kBc, kP>(dp, sdo + warp * 16 * kP, cv, lane);
+    const int key0 = j * kBc;
+    const bool masked = key0 + kBc - 1 > row0 || key0 + kBc > seq;
+#pragma unroll
+    for (int nt = 0; nt < kBc / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float p = exp2f(s[nt][e] * scale2 - lse_r[e >> 1]);
+        if (masked) {
+          const int col = key0 + nt * 8 + 2 * t + (e & 1), row = row0 + g + 8 * (e >> 1);
+          if (col > row || col >= seq) p = 0.f;
+        }
+        s[nt][e] = scale * (p * (dp[nt][e] - d_r[e >> 1]));  // dS, rounded to T below
+      }
+    std::uint32_t pa[kBc / 16][4];
+    to_a_frags<kBf16, kBc>(pa, s);
+    mma_p_b<kBf16, kBc, D, kP>(dq, pa, ck, lane);
+    __syncthreads();
+  }
+  cp_async_wait<0>();
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = row0 + g + 8 * r;
+    if (row >= seq) continue;
+    G* out = dqkv + head_off + static_cast<std::int64_t>(row) * ld;
+#pragma unroll
+    for (int nt = 0; nt < D / 8; ++nt) store_pair<kBf16>(out + nt * 8 + 2 * t, dq[nt][2 * r], dq[nt][2 * r + 1], accumulate);
   }
 }
 
-/// dK, dV and dQ of one key block (blockIdx.x counts key blocks from the last). `dq_acc` is
-/// (B*H, T, D) f32 scratch, `dq_count` (B*H, query tiles) zeroed counters.
 template <bool kBf16, int D, class G>
 __global__ void __launch_bounds__(kThreads, 1)
-    attention_backward_kernel(const std::uint16_t* __restrict__ qkv, const std::uint16_t* __restrict__ dy,
-                              const float* __restrict__ lse, const float* __restrict__ dvec, float* __restrict__ dq_acc,
-                              int* __restrict__ dq_count, G* __restrict__ dqkv, int seq, int heads, float scale,
-                              bool accumulate) {
+    attention_dkdv_kernel(const std::uint16_t* __restrict__ qkv, const std::uint16_t* __restrict__ dy,
+                          const float* __restrict__ lse, const float* __restrict__ dvec, G* __restrict__ dqkv,
+                          int seq, int heads, float scale, bool accumulate) {
   using Tl = Tiles<D>;
-  constexpr int kBc = Tl::kBwdK, kBr = Tl::kBwdQ, kP = Tl::kPitch, kSP = Tl::kDsPitch;
-  // dQ = dS K: each warp owns 16 query rows and kDqCols of the D columns of a query tile.
-  constexpr int kDqRowWarps = kBr / 16, kDqCols = D / (4 / kDqRowWarps);
+  constexpr int kBc = Tl::kDkvK, kBr = Tl::kDkvQ, kP = Tl::kPitch;
   extern __shared__ __align__(16) unsigned char smem[];
   auto* sk = reinterpret_cast<std::uint16_t*>(smem);
   std::uint16_t* sv = sk + kBc * kP;
-  std::uint16_t* sq = sv + kBc * kP;       // 2 stages
+  std::uint16_t* sq = sv + kBc * kP;     // 2 stages
   std::uint16_t* sdo = sq + 2 * kBr * kP;  // 2 stages
   auto* slse = reinterpret_cast<float*>(sdo + 2 * kBr * kP);  // 2 stages
   float* sd = slse + 2 * kBr;                                  // 2 stages
-  auto* sds = reinterpret_cast<std::uint16_t*>(sd + 2 * kBr);  // dS^T, kBc x kBr
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int g = lane / 4, t = lane % 4;
-  const int n_kb = static_cast<int>(gridDim.x);
-  const int kb = n_kb - 1 - static_cast<int>(blockIdx.x);  // dQ's order: the last key block first
-  const int k0 = kb * kBc;
+  const int k0 = static_cast<int>(blockIdx.x) * kBc;  // the first key blocks see the most queries
   const int bh = static_cast<int>(blockIdx.y), b = bh / heads, h = bh % heads;
   const std::int64_t c = static_cast<std::int64_t>(heads) * D, ld = 3 * c;
   const std::int64_t head_off = static_cast<std::int64_t>(b) * seq * ld + static_cast<std::int64_t>(h) * D;
@@ -459,8 +497,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float* lse_h = lse + static_cast<std::int64_t>(bh) * seq;
   const float* d_h = dvec + static_cast<std::int64_t>(bh) * seq;
   const int i_begin = k0 / kBr, n_qt = (seq + kBr - 1) / kBr;
-  float* acc_h = dq_acc + static_cast<std::int64_t>(bh) * seq * D;
-  int* count_h = dq_count + static_cast<std::int64_t>(bh) * n_qt;
   const float scale2 = scale * kLog2e;
   // lse and D of a query tile; past T, lse = +inf makes P = 0 there (and so dS = 0).
   auto load_stats = [&](int stage, int qt) {
@@ -478,7 +514,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   load_stats(0, i_begin);
 
   const int key_base = k0 + warp * 16;  // this warp's keys: key_base + g (elements 0, 1), + g + 8 (2, 3)
-  const int dq_row = (warp % kDqRowWarps) * 16, dq_col = (warp / kDqRowWarps) * kDqCols;
   float dk[D / 8][4] = {}, dv[D / 8][4] = {};
   for (int i = i_begin; i < n_qt; ++i) {
     const int st = (i - i_begin) & 1;
@@ -491,9 +526,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     cp_async_wait<1>();
     __syncthreads();
     const int q0 = i * kBr;
-    const std::uint16_t* cq = sq + st * kBr * kP;
-    std::uint16_t* ds_w = sds + warp * 16 * kSP;  // this warp's 16 rows of dS^T
     if (q0 + kBr - 1 >= key_base) {  // else every (query, key) pair of the warp is above the diagonal
+      const std::uint16_t* cq = sq + st * kBr * kP;
       const std::uint16_t* cdo = sdo + st * kBr * kP;
       const float* cl = slse + st * kBr;
       const float* cd = sd + st * kBr;
@@ -516,56 +550,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       mma_p_b<kBf16, kBr, D, kP>(dv, pa, cdo, lane);  // dV += P^T dO
       to_a_frags<kBf16, kBr>(pa, dp);
       mma_p_b<kBf16, kBr, D, kP>(dk, pa, cq, lane);  // dK += dS^T Q
-#pragma unroll
-      for (int kk = 0; kk < kBr / 16; ++kk) {  // dS^T as rounded for dK, for dQ below
-        *reinterpret_cast<std::uint32_t*>(ds_w + g * kSP + kk * 16 + 2 * t) = pa[kk][0];
-        *reinterpret_cast<std::uint32_t*>(ds_w + (g + 8) * kSP + kk * 16 + 2 * t) = pa[kk][1];
-        *reinterpret_cast<std::uint32_t*>(ds_w + g * kSP + kk * 16 + 8 + 2 * t) = pa[kk][2];
-        *reinterpret_cast<std::uint32_t*>(ds_w + (g + 8) * kSP + kk * 16 + 8 + 2 * t) = pa[kk][3];
-      }
-    } else {
-#pragma unroll
-      for (int kk = 0; kk < kBr / 16; ++kk)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          *reinterpret_cast<std::uint32_t*>(ds_w + (g + 8 * half) * kSP + kk * 16 + 2 * t) = 0u;
-          *reinterpret_cast<std::uint32_t*>(ds_w + (g + 8 * half) * kSP + kk * 16 + 8 + 2 * t) = 0u;
-        }
     }
-    __syncthreads();  // dS^T complete
-    float dq[kDqCols / 8][4] = {};
-    mma_at_b<kBf16, kBc, kDqCols, kSP, kP>(dq, sds + dq_row, sk + dq_col, lane);  // dS K over this block's keys
-
-    // Add into dQ in descending key-block order: this block is number `rank` of the query tile's
-    // contributors (key blocks last_kb, last_kb - 1, ..., 0).
-    const int last_kb = min(n_kb - 1, ((i + 1) * kBr - 1) / kBc);
-    const int rank = last_kb - kb;
-    if (threadIdx.x == 0 && rank > 0)
-      while (load_acquire(count_h + i) != rank) __nanosleep(32);
     __syncthreads();
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = q0 + dq_row + g + 8 * r;
-      if (row >= seq) continue;
-      float* acc_r = acc_h + static_cast<std::int64_t>(row) * D + dq_col;
-      G* out = dqkv + head_off + static_cast<std::int64_t>(row) * ld + dq_col;
-#pragma unroll
-      for (int nt = 0; nt < kDqCols / 8; ++nt) {
-        float2 x = make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]);
-        auto* a2 = reinterpret_cast<float2*>(acc_r + nt * 8 + 2 * t);
-        if (rank > 0) {
-          const float2 o = __ldcg(a2);  // L2: another SM wrote it
-          x = make_float2(o.x + x.x, o.y + x.y);
-        }
-        if (kb == 0) {
-          store_pair<kBf16>(out + nt * 8 + 2 * t, x.x, x.y, accumulate);
-        } else {
-          __stcg(a2, x);
-        }
-      }
-    }
-    __syncthreads();  // the adds are done, and stage st is refilled by the next iteration's prefetch
-    if (threadIdx.x == 0 && kb > 0) store_release(count_h + i, rank + 1);
   }
   cp_async_wait<0>();
 #pragma unroll
@@ -622,12 +608,10 @@ void causal_attention_forward(const ExecutionContext& ctx, const AttentionDims& 
   MIXTAPE_CUDA_CHECK(cudaGetLastError());
 }
 
-/// `dvec` is (B, H, T) f32 scratch for D = rowsum(dO * O), `dq_acc` (B, H, T, D) f32 scratch for
-/// dQ's partial sums and `dq_count` (B, H, ceil(T / 64)) int scratch (zeroed here).
+/// `dvec` is (B, H, T) f32 scratch for D = rowsum(dO * O).
 template <class T, class G>
 void causal_attention_backward(const ExecutionContext& ctx, const AttentionDims& dims, const T* qkv, const T* y,
-                               const T* dy, const float* lse, float* dvec, float* dq_acc, int* dq_count, G* dqkv,
-                               float scale, bool accumulate) {
+                               const T* dy, const float* lse, float* dvec, G* dqkv, float scale, bool accumulate) {
   static_assert(std::is_same_v<T, bf16> || std::is_same_v<T, f16>);
   static_assert(std::is_same_v<G, T> || std::is_same_v<G, float>);
   if (dims.batch == 0 || dims.seq == 0) return;
@@ -649,12 +633,15 @@ void causal_attention_backward(const ExecutionContext& ctx, const AttentionDims&
              ctx.stream()>>>(yo, dyo, dvec, rows, seq, heads);
     MIXTAPE_CUDA_CHECK(cudaGetLastError());
     const auto bh = static_cast<unsigned>(dims.batch * heads);
-    const std::int64_t n_qt = (seq + Tl::kBwdQ - 1) / Tl::kBwdQ;
-    MIXTAPE_CUDA_CHECK(cudaMemsetAsync(dq_count, 0, static_cast<std::size_t>(bh * n_qt) * sizeof(int), ctx.stream()));
-    auto kernel = attn::attention_backward_kernel<kBf16, D, GB>;
-    attn::set_smem(kernel, Tl::kBwdSmem);
-    kernel<<<dim3(static_cast<unsigned>((seq + Tl::kBwdK - 1) / Tl::kBwdK), bh), attn::kThreads, Tl::kBwdSmem,
-             ctx.stream()>>>(q, dyo, lse, dvec, dq_acc, dq_count, dq, seq, heads, scale, accumulate);
+    auto dkdv = attn::attention_dkdv_kernel<kBf16, D, GB>;
+    attn::set_smem(dkdv, Tl::kDkvSmem);
+    dkdv<<<dim3(static_cast<unsigned>((seq + Tl::kDkvK - 1) / Tl::kDkvK), bh), attn::kThreads, Tl::kDkvSmem,
+           ctx.stream()>>>(q, dyo, lse, dvec, dq, seq, heads, scale, accumulate);
+    MIXTAPE_CUDA_CHECK(cudaGetLastError());
+    auto dqk = attn::attention_dq_kernel<kBf16, D, GB>;
+    attn::set_smem(dqk, Tl::kDqSmem);
+    dqk<<<dim3(static_cast<unsigned>((seq + Tl::kDqQ - 1) / Tl::kDqQ), bh), attn::kThreads, Tl::kDqSmem,
+          ctx.stream()>>>(q, dyo, lse, dvec, dq, seq, heads, scale, accumulate);
   });
   MIXTAPE_CUDA_CHECK(cudaGetLastError());
 }
