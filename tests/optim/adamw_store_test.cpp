@@ -330,9 +330,9 @@ StoreBytes clipped_steps(bool train_step, int steps, const StoreBytes* init, Sto
 }  // namespace
 
 TEMPLATE_TEST_CASE("TrainStep: the clip folded into the update gives the in-place clip's bits", "[optim][train][clip]",
-                   precision::f32_true, precision::bf16_mixed, precision::bf16_true) {
-  // f32 gradients (32-true, bf16-mixed) take the folded clip, bf16 gradients (bf16-true) the in-place one.
-  STATIC_REQUIRE(optim::AdamW<TestType>::kClipInUpdateExact == !std::is_same_v<TestType, precision::bf16_true>);
+                   precision::f32_true, precision::bf16_mixed, precision::bf16_true, precision::f16_true) {
+  // f32 gradients (32-true, bf16-mixed) and narrow ones (bf16-true, 16-true): the update rounds
+  // g * clip_coef to the gradient type as the in-place clip stores it.
   StoreBytes init;
   const auto a = clipped_steps<TestType>(true, 4, nullptr, &init);
   const auto b = clipped_steps<TestType>(false, 4, &init);

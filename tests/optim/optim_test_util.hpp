@@ -64,7 +64,8 @@ Tensor<T> copy_of(const ExecutionContext& ctx, const Tensor<T>& t) {
 struct RoundingModel {
   double u = 0;
   double s_param = 0, s_m1 = 0, s_m2 = 0;
-  int factors = 0;  // gradient factors applied in the kernel (inv_scale, clip_coef): one rounding each
+  int factors = 0;  // gradient factors applied in the kernel (inv_scale, clip_coef)
+  double u_factor = 0;  // each factor's error: the in-place product's (G's opmath, then rounded to G)
   bool stochastic = false;
   double store(double s) const { return stochastic ? 2 * s : s; }
 };
@@ -82,7 +83,7 @@ inline double bias_correction_error(double beta, std::int64_t t, double u) {
 ///
 /// Derivation (|.| and the errors per element; u the update math's unit roundoff, a product or sum
 /// adds u times its result; a constant rounded to U adds u times its term):
-///   g' = g * factors:          dg  = f u |g'|
+///   g' = g * factors:          dg  = f u_f |g'|  (u_f: G's opmath roundoff + G's, g' in G's normal range)
 ///   m  = b1 m + (1-b1) g':     dm  = b1 dm_s + (1-b1) dg + 3u (b1 |m_prev| + (1-b1) |g'|)
 ///   v  = b2 v + (1-b2) g'^2:   dv  = b2 dv_s + 2 (1-b2) |g'| dg + 4u (b2 v_prev + (1-b2) g'^2)
 ///   sqrt(v):                   dr  = dv / (2 sqrt v) + u sqrt v
@@ -118,7 +119,7 @@ struct AdamRef {
     for (std::size_t i = 0; i < p.size(); ++i) {
       if (decay[i] < 0) continue;  // outside every segment: never touched
       const long double gi = g[i];
-      const double dg = r.factors * u * std::fabs(static_cast<double>(gi));
+      const double dg = r.factors * r.u_factor * std::fabs(static_cast<double>(gi));
       const long double m_prev = m[i], v_prev = v[i], p_prev = p[i];
       const bool dec = decay[i] != 0 && wd != 0;
       m[i] = b1 * m_prev + (1 - b1) * gi;
@@ -150,7 +151,7 @@ struct AdamRef {
 };
 
 /// torch.optim.SGD in long double, with first-order bounds (same conventions as AdamRef):
-///   g' = g * factors:               dg  = f u |g'|
+///   g' = g * factors:               dg  = f u_f |g'|  (as for AdamRef)
 ///   g2 = g' + wd p (decay):         dg2 = dg + wd dp_s + u |g2| + 2u wd |p|
 ///   buf = g2 (t = 1) or mu buf + (1-damp) g2:  db = mu db_s + |1-damp| dg2 + 3u (mu |buf_prev| + |1-damp| |g2|)
 ///   g3 = buf, or g2 + mu buf (nesterov):       dg3 = dg2 + mu db + 3u (|g2| + mu |buf|)
@@ -178,7 +179,7 @@ struct SgdRef {
       const long double p_prev = p[i];
       const double ap = std::fabs(static_cast<double>(p_prev));
       long double g2 = g[i];
-      double dg2 = r.factors * u * std::fabs(static_cast<double>(g2));
+      double dg2 = r.factors * r.u_factor * std::fabs(static_cast<double>(g2));
       if (dec) {
         g2 += static_cast<long double>(h.weight_decay) * p_prev;
         dg2 += h.weight_decay * ep[i] + u * std::fabs(static_cast<double>(g2)) + 2 * u * h.weight_decay * ap;

@@ -93,6 +93,7 @@ void check_adamw(const std::string& name, const Setup& su, bool master, bool com
   model.s_m1 = store_roundoff<M1, U>();
   model.s_m2 = store_roundoff<M2, U>();
   model.factors = int(su.factors.inv_scale) + int(su.factors.clip);
+  model.u_factor = ktest::unit_roundoff<kernels::detail::opmath_t<G>>() + store_roundoff<G, kernels::detail::opmath_t<G>>();
   model.stochastic = su.rounding == UpdateRounding::stochastic;
   const double lr32 = static_cast<double>(static_cast<float>(su.lr));
 
@@ -175,6 +176,7 @@ void check_sgd(const std::string& name, const Setup& su, const SgdHyper& h, bool
   model.s_param = master ? store_roundoff<W, U>() : store_roundoff<P, U>();
   model.s_m1 = store_roundoff<M1, U>();
   model.factors = int(su.factors.inv_scale) + int(su.factors.clip);
+  model.u_factor = ktest::unit_roundoff<kernels::detail::opmath_t<G>>() + store_roundoff<G, kernels::detail::opmath_t<G>>();
   model.stochastic = su.rounding == UpdateRounding::stochastic;
   const double lr32 = static_cast<double>(static_cast<float>(su.lr));
   for (int k = 1; k <= su.steps; ++k) {
@@ -269,6 +271,57 @@ TEST_CASE("sgd matches the reference: momentum, dampening, nesterov, plain, mast
                                      SgdHyper{0.9, 0.0, 0.01, false}, false, false);
   check_sgd<double, double, double, double>("f64", {333, true, {}, UpdateRounding::nearest, 0.05}, SgdHyper{0.5, 0.2, 0.01, false},
                                             false, false);
+}
+
+/// AdamW steps with inv_scale and clip_coef deferred into the update against GradScaler's unscale
+/// and the clip done in place first: the same bits in every buffer (GradFactors' contract), for
+/// gradients of every width, down to subnormal and flushed products.
+template <class U, class P, class G, class M1, class M2, class W = float, class C = P>
+void check_deferred_factors(const char* name, bool master) {
+  auto& ctx = host();
+  const std::uint64_t seed = fresh_seed();
+  std::mt19937_64 rng(seed);
+  INFO(name << " seed " << seed);
+  const std::int64_t n = 3001;
+  AdamWGroup<P, G, M1, M2, W, C> a, b;
+  a.param = random_buffer<P>(ctx, n, rng, -1, 1);
+  a.grad = Tensor<G>::empty(ctx, {n}, MemoryRole::gradients);
+  a.exp_avg = random_buffer<M1>(ctx, n, rng, -0.1, 0.1);
+  a.exp_avg_sq = random_buffer<M2>(ctx, n, rng, 0.01, 0.1);
+  if (master) a.master = random_buffer<W>(ctx, n, rng, -1, 1);
+  b.param = copy_of(ctx, a.param);
+  b.grad = Tensor<G>::empty(ctx, {n}, MemoryRole::gradients);
+  b.exp_avg = copy_of(ctx, a.exp_avg);
+  b.exp_avg_sq = copy_of(ctx, a.exp_avg_sq);
+  if (master) b.master = copy_of(ctx, a.master);
+  optim::StepScalars sa(ctx), sb(ctx);
+  for (auto* s : {&sa, &sb}) {
+    s->set_lr(ctx, 1e-2f);
+    s->set(ctx, &StepScalarValues::inv_scale, 0.3f);  // not a power of two: every product rounds
+    s->set(ctx, &StepScalarValues::clip_coef, 0.7f);
+  }
+  const AdamWHyper h{0.9, 0.95, 1e-8, 0.1};
+  for (const double scale : {1.0, 1e-6, 1e-39}) {  // normal, f16-subnormal, bf16/f32-subnormal products
+    INFO("gradient scale " << scale);
+    fill_grad(a.grad, rng, scale);
+    ktest::copy_values(a.grad, b.grad);
+    const std::vector<TensorRef> grads{a.grad};
+    kernels::unscale_and_check(ctx, sa, grads);
+    kernels::scale_by_clip_coef(ctx, sa, grads);
+    kernels::adamw_step<U>(ctx, sa, h, UpdateOptions{}, a);
+    kernels::adamw_step<U>(ctx, sb, h, UpdateOptions{UpdateRounding::nearest, GradFactors{true, true}}, b);
+    CHECK(same_bits(a.param, b.param));
+    CHECK(same_bits(a.exp_avg, b.exp_avg));
+    CHECK(same_bits(a.exp_avg_sq, b.exp_avg_sq));
+    if (master) CHECK(same_bits(a.master, b.master));
+  }
+}
+
+TEST_CASE("deferred inv_scale and clip factors give the in-place unscale and clip's bits", "[optim][adamw][factors]") {
+  check_deferred_factors<float, float, float, float, float>("f32", false);
+  check_deferred_factors<double, float, float, float, float>("f32 [f64 math]", false);
+  check_deferred_factors<float, bf16, bf16, bf16, bf16>("bf16-true", false);
+  check_deferred_factors<float, f16, f16, float, float, float>("f16 + f32 master", true);
 }
 
 TEST_CASE("a skipped step leaves everything bitwise unchanged and does not advance the step", "[optim][skip]") {

@@ -253,13 +253,6 @@ class StoreOptimizer {
   template <std::size_t I>
   const std::vector<std::string>& group_names() const noexcept { return std::get<I>(groups_).group.names; }
 
-  /// Whether multiplying by clip_coef in the update (`step` with GradFactors{.clip = true}) gives
-  /// the bits of clipping the gradients in place first: every group's gradient type is its update
-  /// math, so the in-place product (in that type) is the product the update forms. With narrower
-  /// gradients (bf16, f16) the in-place clip rounds the product to them, the update does not.
-  static constexpr bool kClipInUpdateExact =
-      (std::is_same_v<typename StoreGroup<Ps>::types::grad, typename StoreGroup<Ps>::types::update_math> && ...);
-
   /// One optimizer step: every group checked, the step counted (or the skip, when found_inf is
   /// set), then one update launch per non-empty group. `extra` adds gradient factors to the
   /// options' for this step (TrainStep's deferred clip).

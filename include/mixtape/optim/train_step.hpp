@@ -49,8 +49,8 @@ struct TrainStepOptions {
 MIXTAPE_BACKEND_BEGIN
 
 /// @tparam P          the model's precision policy (decides the loss scaling)
-/// @tparam Optimizer  an optimizer with `grads()`, `step(ctx, scalars, extra_factors)` and
-///                    `kClipInUpdateExact` (AdamW, Sgd: StoreOptimizer)
+/// @tparam Optimizer  an optimizer with `grads()`, `options()` and `step(ctx, scalars,
+///                    extra_factors)` (AdamW, Sgd: StoreOptimizer)
 template <PrecisionPolicy P, class Optimizer>
 class TrainStep {
  public:
@@ -119,12 +119,12 @@ class TrainStep {
     zero_untouched_grads(ctx);
     const std::vector<TensorRef> grads = optimizer_->grads();
     if constexpr (kScaled) unscale_grads(ctx, scaler_, grads);
-    // Where it gives the same bits, the update multiplies by clip_coef as it reads each gradient
-    // instead of a pass over all of them first (GPT-2 small: 0.36 ms of an H100 step); zero_grad
-    // below drops the gradients, so nothing reads them unclipped. (An optimizer told to multiply
-    // by inv_scale would multiply in the other order.)
+    // The update multiplies by clip_coef as it reads each gradient, with the in-place clip's
+    // rounding (GradFactors), instead of a pass over all of them first (GPT-2 small: 0.36 ms of an
+    // H100 step); zero_grad below drops the gradients, so nothing reads them unclipped. (An
+    // optimizer told to multiply by inv_scale would multiply in the other order.)
     const bool clip = options_.clip_norm > 0;
-    const bool in_update = clip && Optimizer::kClipInUpdateExact && !optimizer_->options().factors.inv_scale;
+    const bool in_update = clip && !optimizer_->options().factors.inv_scale;
     if (clip) clip_grad_norm(ctx, scalars_, grads, ClipOptions{.max_norm = options_.clip_norm, .in_place = !in_update});
     optimizer_->step(ctx, scalars_, kernels::GradFactors{.clip = in_update});
     if constexpr (kScaled) update_scale(ctx, scaler_);

@@ -104,8 +104,9 @@ struct SgdHyper {
 };
 
 /// Which step scalars multiply the gradient inside an operation, in this order: `inv_scale`
-/// (a GradScaler's deferred unscale) then `clip_coef` (a deferred clip). Each multiply is one
-/// rounding in the update math.
+/// (a GradScaler's deferred unscale) then `clip_coef` (a deferred clip). Each product is the
+/// in-place op's (UnscaleOp, ScaleByScalarOp: in the gradient's opmath, rounded to the gradient
+/// type), so a deferred unscale or clip gives the update the bits the in-place pass would have.
 struct GradFactors {
   bool inv_scale = false;
   bool clip = false;
@@ -139,6 +140,25 @@ static_assert(sizeof(OptimizerChunk) == 64);
 inline constexpr std::int32_t kOptimizerChunk = 16384;
 
 namespace detail {
+
+/// The compute type of a multiply on element type T: double for f64, float otherwise (torch's opmath).
+template <class T>
+using opmath_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+/// x * factor as torch's in-place multiply of a T tensor by a float scalar forms it: in T's
+/// opmath, rounded to T.
+template <class T>
+MIXTAPE_HOST_DEVICE T scale_as_in_place(T x, float factor) noexcept {
+  return cast<T>(to_acc<opmath_t<T>>(x) * to_acc<opmath_t<T>>(factor));
+}
+
+/// A gradient element after the factors k.use_inv / k.use_clip select (GradFactors' order).
+template <class G, class K>
+MIXTAPE_HOST_DEVICE G apply_grad_factors(G g, const K& k) noexcept {
+  if (k.use_inv) g = scale_as_in_place(g, k.inv);
+  if (k.use_clip) g = scale_as_in_place(g, k.clip);
+  return g;
+}
 
 /// base^e by squaring (e >= 0): products only, so host and device give the same bits; relative
 /// error at most 2 log2(e) + 1 roundings of double (1e-14 for e = 2^40), far below the update
@@ -280,13 +300,13 @@ struct AdamWConsts {
   U step_size;     // lr / (1 - beta1^t)
   U bc2_sqrt;      // sqrt(1 - beta2^t)
   U decay_factor;  // 1 - lr wd
-  U inv, clip;
+  float inv, clip;  // the step scalars' inv_scale and clip_coef
   bool use_inv, use_clip, has_decay;
 };
 
 /// One AdamW update (torch.optim.AdamW, decoupled weight decay), in update math U:
 ///
-///     g = grad [* inv_scale] [* clip_coef]
+///     g = grad [* inv_scale] [* clip_coef]          (each product as the in-place op's: GradFactors)
 ///     p = p * (1 - lr wd)                       (decay chunks only: torch's param.mul_(1 - lr wd))
 ///     m = beta1 m + (1 - beta1) g
 ///     v = beta2 v + (1 - beta2) g g
@@ -324,8 +344,8 @@ struct AdamWOp {
     k.step_size = lr / cast<U>(1.0 - ipow(hyper.beta1, k.t));
     k.bc2_sqrt = cast<U>(sqrt_exact(1.0 - ipow(hyper.beta2, k.t)));
     k.decay_factor = U(1) - lr * cast<U>(hyper.weight_decay);
-    k.inv = to_acc<U>(s.inv_scale);
-    k.clip = to_acc<U>(s.clip_coef);
+    k.inv = s.inv_scale;
+    k.clip = s.clip_coef;
     k.use_inv = factors.inv_scale;
     k.use_clip = factors.clip;
     k.has_decay = hyper.weight_decay != 0.0;  // torch skips the multiply when wd == 0
@@ -333,9 +353,7 @@ struct AdamWOp {
   }
 
   MIXTAPE_HOST_DEVICE bool apply(const OptimizerChunk& c, std::int32_t j, const consts_type& k) const noexcept {
-    U g = to_acc<U>(grad[c.offset[slot::grad] + j]);
-    if (k.use_inv) g = g * k.inv;
-    if (k.use_clip) g = g * k.clip;
+    const U g = to_acc<U>(apply_grad_factors(grad[c.offset[slot::grad] + j], k));
     const U p0 = primary.load(c, j);
     U p = p0;
     if (c.decay != 0 && k.has_decay) p = p * k.decay_factor;
@@ -361,13 +379,13 @@ struct SgdConsts {
   bool first;  // the first applied update: the momentum buffer starts as the gradient
   std::int64_t t;
   U lr, momentum, one_minus_dampening, weight_decay;
-  U inv, clip;
+  float inv, clip;  // the step scalars' inv_scale and clip_coef
   bool use_inv, use_clip, has_decay;
 };
 
 /// One SGD update (torch.optim.SGD), in update math U:
 ///
-///     g = grad [* inv_scale] [* clip_coef]
+///     g = grad [* inv_scale] [* clip_coef]                (each product as the in-place op's: GradFactors)
 ///     g = g + wd p                                       (decay chunks only)
 ///     buf = g (first update) or momentum buf + (1 - dampening) g;  g = buf or g + momentum buf (nesterov)
 ///     p = p - lr g
@@ -395,8 +413,8 @@ struct SgdOp {
     k.momentum = cast<U>(hyper.momentum);
     k.one_minus_dampening = cast<U>(1.0 - hyper.dampening);
     k.weight_decay = cast<U>(hyper.weight_decay);
-    k.inv = to_acc<U>(s.inv_scale);
-    k.clip = to_acc<U>(s.clip_coef);
+    k.inv = s.inv_scale;
+    k.clip = s.clip_coef;
     k.use_inv = factors.inv_scale;
     k.use_clip = factors.clip;
     k.has_decay = hyper.weight_decay != 0.0;  // torch skips g += wd p when wd == 0
@@ -404,9 +422,7 @@ struct SgdOp {
   }
 
   MIXTAPE_HOST_DEVICE bool apply(const OptimizerChunk& c, std::int32_t j, const consts_type& k) const noexcept {
-    U g = to_acc<U>(grad[c.offset[slot::grad] + j]);
-    if (k.use_inv) g = g * k.inv;
-    if (k.use_clip) g = g * k.clip;
+    U g = to_acc<U>(apply_grad_factors(grad[c.offset[slot::grad] + j], k));
     const U p0 = primary.load(c, j);
     if (c.decay != 0 && k.has_decay) g = g + k.weight_decay * p0;
     PhiloxWords w{};
@@ -422,10 +438,6 @@ struct SgdOp {
     return false;
   }
 };
-
-/// The compute type of a multiply on element type T: double for f64, float otherwise (torch's opmath).
-template <class T>
-using opmath_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 /// GradScaler's unscale (torch's _amp_foreach_non_finite_check_and_unscale_): reports a non-finite
 /// element (checked before the multiply), and, when `write`, stores g * inv_scale (left as it is
