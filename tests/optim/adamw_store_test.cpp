@@ -234,6 +234,7 @@ std::pair<double, double> train_small(int steps, optim::StepScalarValues* last =
   Gpt<P> gpt(store, {.vocab = V, .ctx = T, .dim = 32, .layers = 1, .heads = 2});
   store.allocate(host());
   initialize(host(), store);
+  constexpr bool kScaled = optim::TrainStep<P, optim::AdamW<P>>::kScaled;
   optim::AdamW<P> opt(host(), store, {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1});
   optim::TrainStep<P, optim::AdamW<P>> step(host(), store, opt,
                                             {.schedule = {.base_lr = 3e-3, .warmup_steps = 10}, .clip_norm = 1.0});
@@ -302,11 +303,13 @@ StoreBytes clipped_steps(bool train_step, int steps, const StoreBytes* init, Sto
       std::memcpy(store.buffers()[i].data.data(), (*init)[i].data(), (*init)[i].size());
   }
   if (init_out) *init_out = store_bytes(store);
+  constexpr bool kScaled = optim::TrainStep<P, optim::AdamW<P>>::kScaled;
   optim::AdamW<P> opt(host(), store, {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1});
   // A clip norm far below the gradients' norm, so that every step clips (clip_coef well under 1).
   const optim::TrainStepOptions o{.schedule = {.base_lr = 3e-3, .warmup_steps = 2}, .clip_norm = 0.05};
   optim::TrainStep<P, optim::AdamW<P>> step(host(), store, opt, o);
   optim::StepScalars scalars(host());
+  optim::GradScaler scaler(host(), scalars, {.enabled = kScaled});
   const io::MarkovChain chain(V);
   io::MarkovStream data = chain.stream(3);
   auto x = Tensor<std::int32_t>::empty(host(), {B, T}), y = Tensor<std::int32_t>::empty(host(), {B, T});
@@ -318,21 +321,30 @@ StoreBytes clipped_steps(bool train_step, int steps, const StoreBytes* init, Sto
       continue;
     }
     kernels::apply_lr_schedule(host(), scalars, o.schedule);
-    ag::backward(tape, gpt.loss(tape, x, y));
+    const auto loss = gpt.loss(tape, x, y);
+    using L = typename std::remove_cvref_t<decltype(loss)>::element_type;
+    auto seed = Tensor<L>::empty(host(), Shape{1});
+    kernels::fill(host(), seed, 1.0);
+    optim::scale_loss(host(), scaler, seed, seed);  // a copy when the policy does not scale
+    ag::backward(tape, loss, seed);
     tape.clear();
+    optim::unscale_grads(host(), scaler, opt.grads());  // in place, as torch
     optim::clip_grad_norm(host(), scalars, opt.grads(), {.max_norm = o.clip_norm});
     REQUIRE(scalars.read(host()).clip_coef < 0.5f);
     opt.step(host(), scalars);
+    optim::update_scale(host(), scaler);
     store.zero_grad();
   }
   return store_bytes(store);
 }
 }  // namespace
 
-TEMPLATE_TEST_CASE("TrainStep: the clip folded into the update gives the in-place clip's bits", "[optim][train][clip]",
-                   precision::f32_true, precision::bf16_mixed, precision::bf16_true, precision::f16_true) {
+TEMPLATE_TEST_CASE("TrainStep: the clip (and the unscale) folded into the update give the in-place passes' bits",
+                   "[optim][train][clip]", precision::f32_true, precision::bf16_mixed, precision::bf16_true,
+                   precision::f16_true, precision::f16_mixed) {
   // f32 gradients (32-true, bf16-mixed) and narrow ones (bf16-true, 16-true): the update rounds
-  // g * clip_coef to the gradient type as the in-place clip stores it.
+  // g * clip_coef to the gradient type as the in-place clip stores it; 16-mixed also defers
+  // GradScaler's unscale into the norm and the update.
   StoreBytes init;
   const auto a = clipped_steps<TestType>(true, 4, nullptr, &init);
   const auto b = clipped_steps<TestType>(false, 4, &init);

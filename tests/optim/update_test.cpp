@@ -273,9 +273,10 @@ TEST_CASE("sgd matches the reference: momentum, dampening, nesterov, plain, mast
                                             false, false);
 }
 
-/// AdamW steps with inv_scale and clip_coef deferred into the update against GradScaler's unscale
-/// and the clip done in place first: the same bits in every buffer (GradFactors' contract), for
-/// gradients of every width, down to subnormal and flushed products.
+/// AdamW steps with GradScaler's unscale and the clip deferred (the norm and the update multiply
+/// as they read) against the in-place unscale, norm and clip: the same norm, clip_coef and bits in
+/// every buffer (GradFactors' contract), for gradients of every width, down to subnormal and
+/// flushed products.
 template <class U, class P, class G, class M1, class M2, class W = float, class C = P>
 void check_deferred_factors(const char* name, bool master) {
   auto& ctx = host();
@@ -298,16 +299,22 @@ void check_deferred_factors(const char* name, bool master) {
   for (auto* s : {&sa, &sb}) {
     s->set_lr(ctx, 1e-2f);
     s->set(ctx, &StepScalarValues::inv_scale, 0.3f);  // not a power of two: every product rounds
-    s->set(ctx, &StepScalarValues::clip_coef, 0.7f);
   }
   const AdamWHyper h{0.9, 0.95, 1e-8, 0.1};
   for (const double scale : {1.0, 1e-6, 1e-39}) {  // normal, f16-subnormal, bf16/f32-subnormal products
     INFO("gradient scale " << scale);
     fill_grad(a.grad, rng, scale);
     ktest::copy_values(a.grad, b.grad);
-    const std::vector<TensorRef> grads{a.grad};
-    kernels::unscale_and_check(ctx, sa, grads);
-    kernels::scale_by_clip_coef(ctx, sa, grads);
+    const std::vector<TensorRef> ga{a.grad}, gb{b.grad};
+    kernels::unscale_and_check(ctx, sa, ga);
+    kernels::grad_norm(ctx, sa, ga, 0.5);
+    kernels::scale_by_clip_coef(ctx, sa, ga);
+    kernels::unscale_and_check(ctx, sb, gb, /*write=*/false);
+    kernels::grad_norm(ctx, sb, gb, 0.5, /*grads_scaled=*/true);
+    const StepScalarValues va = sa.read(ctx), vb = sb.read(ctx);
+    CHECK(std::memcmp(&va.grad_norm, &vb.grad_norm, sizeof va.grad_norm) == 0);
+    CHECK(std::memcmp(&va.clip_coef, &vb.clip_coef, sizeof va.clip_coef) == 0);
+    if (scale == 1.0) CHECK(va.clip_coef < 0.5f);  // the clip is active
     kernels::adamw_step<U>(ctx, sa, h, UpdateOptions{}, a);
     kernels::adamw_step<U>(ctx, sb, h, UpdateOptions{UpdateRounding::nearest, GradFactors{true, true}}, b);
     CHECK(same_bits(a.param, b.param));

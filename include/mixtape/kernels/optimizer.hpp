@@ -568,7 +568,8 @@ inline void unscale_and_check(const ExecutionContext& ctx, const StepScalarsView
 /// summed in double per fixed block, the block partials in a fixed order; NaN and inf propagate
 /// to the norm and the coefficient.
 /// @param grads_scaled     the gradients still carry the loss scale: each is multiplied by inv_scale
-///                         first (a deferred unscale)
+///                         first, as the in-place unscale would store it (a deferred unscale, with
+///                         the in-place one's bits)
 /// @param flag_nonfinite   set found_inf when the norm is not finite (skip the step without a scaler)
 inline void grad_norm(const ExecutionContext& ctx, const StepScalarsView& s, std::span<const TensorRef> grads,
                       double max_norm, bool grads_scaled = false, bool flag_nonfinite = false) {
@@ -596,14 +597,14 @@ inline void grad_norm(const ExecutionContext& ctx, const StepScalarsView& s, std
 #endif
     return;
   }
-  const double inv = grads_scaled ? static_cast<double>(s.values->inv_scale) : 1.0;
+  const float inv = s.values->inv_scale;
   std::vector<double> partials;
   for (const TensorRef& g : grads) {
     detail::visit_float(g.dtype(), [&]<class T>() {
       const Tensor<T> t = g.template as<T>();
       const std::size_t at = partials.size();
       partials.resize(at + static_cast<std::size_t>(detail::norm_host_partials(t.numel())));
-      detail::norm_partials_host(ctx.pool(), t.data(), t.numel(), inv, partials.data() + at);
+      detail::norm_partials_host(ctx.pool(), t.data(), t.numel(), inv, grads_scaled, partials.data() + at);
     });
   }
   double total = 0.0;

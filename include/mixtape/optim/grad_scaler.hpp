@@ -25,6 +25,8 @@
 /// Deferred unscaling (the llm.c way): `unscale_grads(ctx, scaler, grads, UnscaleMode::deferred)`
 /// only computes inv_scale and found_inf; the gradient norm then takes `grads_scaled` and the
 /// update kernels `GradFactors{.inv_scale = true}`, saving a read and a write of every gradient.
+/// Both round g * inv_scale to the gradient type as the in-place unscale stores it, so the norm and
+/// the update have the in-place path's bits (TrainStep always defers).
 ///
 /// @code
 ///   optim::GradScaler scaler(ctx, scalars);                 // 2^16, 2.0, 0.5, 2000

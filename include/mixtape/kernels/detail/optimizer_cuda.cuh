@@ -93,11 +93,11 @@ __global__ void __launch_bounds__(kNormThreads)
     norm_partials_kernel(const T* g, std::int64_t n, const StepScalarValues* s, bool use_inv, double* partials) {
   using BlockReduce = cub::BlockReduce<double, kNormThreads>;
   __shared__ typename BlockReduce::TempStorage temp;
-  const double inv = use_inv ? static_cast<double>(s->inv_scale) : 1.0;
+  const float inv = s->inv_scale;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kNormThreads;
   double acc = 0.0;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kNormThreads + threadIdx.x; i < n; i += stride)
-    acc += norm_term(g[i], inv);
+    acc += norm_term(g[i], inv, use_inv);
   const double total = BlockReduce(temp).Sum(acc);
   if (threadIdx.x == 0) partials[blockIdx.x] = total;
 }

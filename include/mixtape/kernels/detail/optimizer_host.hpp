@@ -49,10 +49,10 @@ bool multi_tensor_host(ThreadPool& pool, const Op& op, const OptimizerChunk* chu
 /// Number of partial sums the host norm writes for n elements.
 constexpr std::int64_t norm_host_partials(std::int64_t n) noexcept { return (n + kNormHostBlock - 1) / kNormHostBlock; }
 
-/// partials[b] = sum of norm_term(g[i], inv) over block b (8 lanes, added pairwise), for the
-/// norm_host_partials(n) blocks of g.
+/// partials[b] = sum of norm_term(g[i], inv, use_inv) over block b (8 lanes, added pairwise), for
+/// the norm_host_partials(n) blocks of g.
 template <class T>
-void norm_partials_host(ThreadPool& pool, const T* g, std::int64_t n, double inv, double* partials) {
+void norm_partials_host(ThreadPool& pool, const T* g, std::int64_t n, float inv, bool use_inv, double* partials) {
   const std::int64_t blocks = norm_host_partials(n);
   pool.parallel_for(blocks, 4, [&](std::int64_t b0, std::int64_t b1, int) {
     for (std::int64_t b = b0; b < b1; ++b) {
@@ -60,8 +60,8 @@ void norm_partials_host(ThreadPool& pool, const T* g, std::int64_t n, double inv
       double lane[8] = {};
       std::int64_t i = begin;
       for (; i + 8 <= end; i += 8)
-        for (int j = 0; j < 8; ++j) lane[j] += norm_term(g[i + j], inv);
-      for (int j = 0; i < end; ++i, ++j) lane[j] += norm_term(g[i], inv);
+        for (int j = 0; j < 8; ++j) lane[j] += norm_term(g[i + j], inv, use_inv);
+      for (int j = 0; i < end; ++i, ++j) lane[j] += norm_term(g[i], inv, use_inv);
       partials[b] = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
     }
   });

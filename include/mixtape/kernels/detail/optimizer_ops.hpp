@@ -577,10 +577,11 @@ struct ScheduleFn {
   MIXTAPE_HOST_DEVICE void operator()(StepScalarValues& s) const noexcept { apply_schedule(s, schedule); }
 };
 
-/// Square of one gradient element for the norm, in double ([* inv_scale] first).
+/// Square of one gradient element for the norm, in double; with use_inv, of g * inv_scale as the
+/// in-place unscale stores it (so a deferred unscale gives the in-place norm's bits).
 template <class T>
-MIXTAPE_HOST_DEVICE inline double norm_term(T g, double inv) noexcept {
-  const double x = to_acc<double>(g) * inv;
+MIXTAPE_HOST_DEVICE inline double norm_term(T g, float inv, bool use_inv) noexcept {
+  const double x = to_acc<double>(use_inv ? scale_as_in_place(g, inv) : g);
   return x * x;
 }
 
