@@ -1,7 +1,8 @@
 /// @file ops_nn.hpp
 /// @brief Differentiable model ops on top of the model kernels: bias and positional adds, GELU
-///        (tanh), LayerNorm (alone or after a residual add), softmax (scaled, optionally causal), embedding lookup, cross-entropy
-///        with integer targets (fused log-softmax, mean over rows) and mean-squared error.
+///        (tanh), LayerNorm (alone or after a residual add), softmax (scaled, optionally causal),
+///        embedding lookup, cross-entropy with integer targets (fused log-softmax, mean over rows)
+///        and mean-squared error.
 ///
 /// Precision follows the arguments' types, so a module picks them from its policy: e.g. a
 /// bf16-mixed LayerNorm reads an f32 residual and writes its output in bf16 with f32 statistics,
@@ -90,6 +91,23 @@ struct GeluNode final : Node {
   }
 };
 
+/// A LayerNorm backward's parameter gradients: calls f(dgamma, dbeta, accumulate) with both in
+/// their common type (W or f32; scratch when the parameters are frozen). The caller marks the
+/// slots written.
+template <class W, class F>
+void with_layer_norm_param_grads(Tape& tape, int gamma_slot, int beta_slot, const Shape& shape, const char* op,
+                                 F&& f) {
+  const GradTarget tg = gamma_slot >= 0 ? tape.grad_target(gamma_slot) : GradTarget{};
+  const GradTarget tb = beta_slot >= 0 ? tape.grad_target(beta_slot) : GradTarget{};
+  MIXTAPE_EXPECT(tg.grad.defined() == tb.grad.defined() && (!tg.grad.defined() || tg.accumulate == tb.accumulate),
+                 ValueError, op, ": gamma and beta must both be trained (or both frozen) together");
+  autograd::detail::visit_value_or_f32<W>(tg.grad.defined() ? tg.grad.dtype() : dtype_v<W>, [&]<class DW>() {
+    const Tensor<DW> dg = tg.grad.defined() ? tg.grad.as<DW>() : Tensor<DW>::empty(tape.ctx(), shape);
+    const Tensor<DW> db = tb.grad.defined() ? tb.grad.as<DW>() : Tensor<DW>::empty(tape.ctx(), shape);
+    f(dg, db, tg.accumulate);
+  });
+}
+
 template <GradElement In, GradElement W, GradElement Out, class S>
 struct LayerNormNode final : Node {
   SavedTensor x, gamma;
@@ -103,17 +121,12 @@ struct LayerNormNode final : Node {
     const auto gv = gamma.get<W>("layer_norm");
     // dx goes to a tape-owned slot (type In); dgamma and dbeta share one type (the parameters').
     const GradTarget tx = inputs[0] >= 0 ? tape.grad_target(inputs[0]) : GradTarget{};
-    const GradTarget tg = inputs[1] >= 0 ? tape.grad_target(inputs[1]) : GradTarget{};
-    const GradTarget tb = inputs[2] >= 0 ? tape.grad_target(inputs[2]) : GradTarget{};
-    MIXTAPE_EXPECT(tg.grad.defined() == tb.grad.defined() && (!tg.grad.defined() || tg.accumulate == tb.accumulate),
-                   ValueError, "layer_norm: gamma and beta must both be trained (or both frozen) together");
     const Tensor<In> dx = tx.grad.defined() ? tx.grad.as<In>() : Tensor<In>::empty(tape.ctx(), xv.shape());
-    auto run = [&]<class DW>() {
-      const Tensor<DW> dg = tg.grad.defined() ? tg.grad.as<DW>() : Tensor<DW>::empty(tape.ctx(), gv.shape());
-      const Tensor<DW> db = tb.grad.defined() ? tb.grad.as<DW>() : Tensor<DW>::empty(tape.ctx(), gv.shape());
-      kernels::layernorm_backward(tape.ctx(), xv, gv, mean, rstd, gy, dx, dg, db, tx.accumulate, tg.accumulate);
-    };
-    autograd::detail::visit_value_or_f32<W>(tg.grad.defined() ? tg.grad.dtype() : dtype_v<W>, run);
+    with_layer_norm_param_grads<W>(tape, inputs[1], inputs[2], gv.shape(), "layer_norm",
+                                   [&](const auto& dg, const auto& db, bool acc_params) {
+                                     kernels::layernorm_backward(tape.ctx(), xv, gv, mean, rstd, gy, dx, dg, db,
+                                                                 tx.accumulate, acc_params);
+                                   });
     for (int i = 0; i < 3; ++i)
       if (inputs[i] >= 0) tape.wrote(inputs[i]);
   }
@@ -141,10 +154,6 @@ struct AddLayerNormNode final : Node {
       // into its input's), or a fresh buffer; scratch when neither x nor r requires grad.
       const GradTarget th = outputs[0] >= 0 ? tape.grad_target(outputs[0])
                                             : GradTarget{Tensor<X>::empty(tape.ctx(), hv.shape()), false};
-      const GradTarget tg = inputs[2] >= 0 ? tape.grad_target(inputs[2]) : GradTarget{};
-      const GradTarget tb = inputs[3] >= 0 ? tape.grad_target(inputs[3]) : GradTarget{};
-      MIXTAPE_EXPECT(tg.grad.defined() == tb.grad.defined() && (!tg.grad.defined() || tg.accumulate == tb.accumulate),
-                     ValueError, "add_layer_norm: gamma and beta must both be trained (or both frozen) together");
       const Tensor<X> dh = th.grad.as<X>();
       // The branch's gradient rides along when it would be a fresh R buffer.
       GradTarget tr{};
@@ -152,17 +161,15 @@ struct AddLayerNormNode final : Node {
         tr = tape.grad_target(inputs[1]);
         branch_done = !tr.accumulate && tr.grad.dtype() == dtype_v<R>;
       }
-      auto run = [&]<class DW>() {
-        const Tensor<DW> dg = tg.grad.defined() ? tg.grad.as<DW>() : Tensor<DW>::empty(tape.ctx(), gv.shape());
-        const Tensor<DW> db = tb.grad.defined() ? tb.grad.as<DW>() : Tensor<DW>::empty(tape.ctx(), gv.shape());
-        if (branch_done) {
-          kernels::layernorm_backward(tape.ctx(), hv, gv, mean, rstd, gy, dh, dg, db, th.accumulate, tg.accumulate,
-                                      tr.grad.as<R>());
-        } else {
-          kernels::layernorm_backward(tape.ctx(), hv, gv, mean, rstd, gy, dh, dg, db, th.accumulate, tg.accumulate);
-        }
-      };
-      autograd::detail::visit_value_or_f32<W>(tg.grad.defined() ? tg.grad.dtype() : dtype_v<W>, run);
+      with_layer_norm_param_grads<W>(
+          tape, inputs[2], inputs[3], gv.shape(), "add_layer_norm", [&](const auto& dg, const auto& db, bool acc_params) {
+            if (branch_done) {
+              kernels::layernorm_backward(tape.ctx(), hv, gv, mean, rstd, gy, dh, dg, db, th.accumulate, acc_params,
+                                          tr.grad.as<R>());
+            } else {
+              kernels::layernorm_backward(tape.ctx(), hv, gv, mean, rstd, gy, dh, dg, db, th.accumulate, acc_params);
+            }
+          });
       if (outputs[0] >= 0) tape.wrote(outputs[0]);
       if (branch_done) tape.wrote(inputs[1]);
       for (int i = 2; i < 4; ++i)

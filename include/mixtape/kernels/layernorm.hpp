@@ -41,6 +41,22 @@ namespace mixtape::kernels {
 
 namespace detail {
 MIXTAPE_BACKEND_BEGIN
+/// The forwards' shape checks: x (..., C) with C >= 1 unless there are no rows, gamma and beta
+/// (C), y x's shape, mean and rstd the leading shape; returns x's rows and columns.
+template <class In, class W, class Out, class S>
+RowShape expect_layernorm_shapes(const char* op, const Tensor<In>& x, const Tensor<W>& gamma, const Tensor<W>& beta,
+                                 const Tensor<Out>& y, const Tensor<S>& mean, const Tensor<S>& rstd) {
+  const auto rs = row_shape(op, "x", x);
+  expect_shape(op, "gamma", gamma, Shape{rs.cols});
+  expect_shape(op, "beta", beta, Shape{rs.cols});
+  expect_shape(op, "y", y, x.shape());
+  expect_shape(op, "mean", mean, leading_shape(x));
+  expect_shape(op, "rstd", rstd, leading_shape(x));
+  MIXTAPE_EXPECT(rs.cols > 0 || rs.rows == 0, ShapeError, op, ": expected a last dimension of at least 1, got shape ",
+                 x.shape());
+  return rs;
+}
+
 /// layernorm_backward's checks and dispatch; `copy` (or null) receives the final dx rounded to DC.
 template <class In, class W, class S, class G, class DX, class DW, class DC>
 void layernorm_backward_impl(const char* op, const ExecutionContext& ctx, const Tensor<In>& x, const Tensor<W>& gamma,
@@ -111,14 +127,7 @@ void layernorm_forward(const ExecutionContext& ctx, const Tensor<In>& x, const T
   using A = compute_t<In, W>;
   detail::expect_dense_all(kOp, ctx, {{"x", &x}, {"gamma", &gamma}, {"beta", &beta}, {"y", &y}, {"mean", &mean},
                                      {"rstd", &rstd}});
-  const auto rs = detail::row_shape(kOp, "x", x);
-  detail::expect_shape(kOp, "gamma", gamma, Shape{rs.cols});
-  detail::expect_shape(kOp, "beta", beta, Shape{rs.cols});
-  detail::expect_shape(kOp, "y", y, x.shape());
-  detail::expect_shape(kOp, "mean", mean, detail::leading_shape(x));
-  detail::expect_shape(kOp, "rstd", rstd, detail::leading_shape(x));
-  MIXTAPE_EXPECT(rs.cols > 0 || rs.rows == 0, ShapeError, kOp, ": expected a last dimension of at least 1, got shape ",
-                 x.shape());
+  const auto rs = detail::expect_layernorm_shapes(kOp, x, gamma, beta, y, mean, rstd);
   MIXTAPE_EXPECT(!detail::overlaps(y, x), ValueError, kOp,
                  ": expected y not to overlap x (x is read in three passes)");
   MIXTAPE_EXPECT(eps >= 0, ValueError, kOp, ": expected eps >= 0, got ", eps);
@@ -158,16 +167,9 @@ void add_layernorm_forward(const ExecutionContext& ctx, const Tensor<X>& x, cons
   using A = compute_t<X, W>;
   detail::expect_dense_all(kOp, ctx, {{"x", &x}, {"res", &res}, {"h", &h}, {"gamma", &gamma}, {"beta", &beta},
                                      {"y", &y}, {"mean", &mean}, {"rstd", &rstd}});
-  const auto rs = detail::row_shape(kOp, "x", x);
+  const auto rs = detail::expect_layernorm_shapes(kOp, x, gamma, beta, y, mean, rstd);
   detail::expect_shape(kOp, "res", res, x.shape());
   detail::expect_shape(kOp, "h", h, x.shape());
-  detail::expect_shape(kOp, "gamma", gamma, Shape{rs.cols});
-  detail::expect_shape(kOp, "beta", beta, Shape{rs.cols});
-  detail::expect_shape(kOp, "y", y, x.shape());
-  detail::expect_shape(kOp, "mean", mean, detail::leading_shape(x));
-  detail::expect_shape(kOp, "rstd", rstd, detail::leading_shape(x));
-  MIXTAPE_EXPECT(rs.cols > 0 || rs.rows == 0, ShapeError, kOp, ": expected a last dimension of at least 1, got shape ",
-                 x.shape());
   MIXTAPE_EXPECT(!detail::overlaps(h, x) && !detail::overlaps(h, res) && !detail::overlaps(y, h), ValueError, kOp,
                  ": expected h to overlap none of x, res and y");
   MIXTAPE_EXPECT(eps >= 0, ValueError, kOp, ": expected eps >= 0, got ", eps);
