@@ -234,7 +234,6 @@ std::pair<double, double> train_small(int steps, optim::StepScalarValues* last =
   Gpt<P> gpt(store, {.vocab = V, .ctx = T, .dim = 32, .layers = 1, .heads = 2});
   store.allocate(host());
   initialize(host(), store);
-  constexpr bool kScaled = optim::TrainStep<P, optim::AdamW<P>>::kScaled;
   optim::AdamW<P> opt(host(), store, {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1});
   optim::TrainStep<P, optim::AdamW<P>> step(host(), store, opt,
                                             {.schedule = {.base_lr = 3e-3, .warmup_steps = 10}, .clip_norm = 1.0});
