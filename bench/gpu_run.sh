@@ -9,6 +9,12 @@
 #   bench/gpu_run.sh compare [ROUNDS] [CASE...]   bench/compare.sh
 #   bench/gpu_run.sh patch NAME  apply bench/patches/NAME.patch, rebuild, run the cuda tests, the
 #                              attention kernels and GPT-2 bf16-mixed (ours), then take the patch out
+#   bench/gpu_run.sh ab NAME   HEAD's gpt_bench and bench_attention into /tmp/base_build beside the
+#                              full build with bench/patches/NAME.patch applied (left applied in this
+#                              call's copy), then ctest -L cuda on the patched build (~560 s)
+#   bench/gpu_run.sh ab-bench  (next call, machine still warm) bench_attention and gpt_bench for each
+#                              of $PRECISIONS, HEAD against the patched build, interleaved, twice
+# POLICIES="bf16_mixed;f32_true" builds only those policies (gpt_bench --precision tf32 is f32_true).
 # The peer script travels as .carry/torch_gpt.py, Catch2 as .carry/catch2.tar. Output under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +22,7 @@ out=${OUT:-/tmp/mixtape_gpu}
 mkdir -p "$out"
 if [ ! -f /usr/include/catch2/catch.hpp ] && [ -f .carry/catch2.tar ]; then tar -C / -xf .carry/catch2.tar; fi
 peer=.carry/torch_gpt.py
-policies="bf16_mixed;f16_mixed;bf16_true;f32_true"
+policies=${POLICIES:-"bf16_mixed;f16_mixed;bf16_true;f32_true"}  # POLICIES=... builds fewer
 ensure_build() {
   if [ ! -x build-gpu/bench/gpt_bench ] || [ "${1:-}" = force ]; then
     cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXTAPE_EXAMPLE_POLICIES="$policies" \
@@ -71,5 +77,28 @@ case ${1:-} in
     build-gpu/bench/bench_attention
     build-gpu/bench/gpt_bench --precision bf16-mixed
     exit $rc ;;
-  *) echo "usage: gpu_run.sh build|test|bench|profile|compare|patch" >&2; exit 2 ;;
+  ab)
+    p=bench/patches/${2:?usage: gpu_run.sh ab NAME}.patch
+    rm -rf /tmp/base_src && mkdir -p /tmp/base_src &&
+      tar --exclude=./build --exclude=./build-gpu --exclude=./.carry -cf - . | tar -xf - -C /tmp/base_src
+    ( cmake -S /tmp/base_src -B /tmp/base_build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXTAPE_EXAMPLE_POLICIES="$policies" \
+        >"$out/configure_base.log" 2>&1 &&
+      cmake --build /tmp/base_build -j 3 --target bench_attention gpt_bench >"$out/build_base.log" 2>&1
+      echo "base build rc=$?" ) &
+    git apply "$p" || exit 1
+    ensure_build force
+    wait
+    MIXTAPE_REQUIRE_GPU=1 ctest --test-dir build-gpu -L cuda -j 4 --output-on-failure --timeout 300 >"$out/ctest.log" 2>&1
+    rc=$?
+    grep -E 'Test +#|tests passed|tests failed|Total Test' "$out/ctest.log" | tail -20
+    [ $rc = 0 ] || grep -B5 -A25 -E "FAILED|failed" "$out/ctest.log" | head -80
+    exit $rc ;;
+  ab-bench)
+    for r in 1 2; do
+      for d in /tmp/base_build build-gpu; do echo "== attention $d"; "$d/bench/bench_attention"; done
+      for p in ${PRECISIONS:-bf16-mixed}; do
+        for d in /tmp/base_build build-gpu; do echo "== gpt2 $p $d"; "$d/bench/gpt_bench" --precision "$p" | tail -n 1; done
+      done
+    done ;;
+  *) echo "usage: gpu_run.sh build|test|bench|profile|compare|patch|ab|ab-bench" >&2; exit 2 ;;
 esac
