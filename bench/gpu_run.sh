@@ -37,16 +37,21 @@ ensure_build() {
     echo "build: $(( $(date +%s) - start )) s"
   fi
 }
+# ctest -L cuda on build-gpu (no GPU test may skip) into LOG; prints the summary, and the failures.
+run_cuda_tests() {
+  MIXTAPE_REQUIRE_GPU=1 ctest --test-dir build-gpu -L cuda -j 4 --output-on-failure --timeout 600 >"$1" 2>&1
+  local rc=$?
+  grep -E 'Test +#|tests passed|tests failed|Total Test' "$1" | tail -20
+  [ $rc = 0 ] || grep -B5 -A25 -E "FAILED|failed" "$1" | head -120
+  return $rc
+}
 S="--vocab 256 --ctx 128 --d 128 --layers 2 --heads 4 --batch 16"
 case ${1:-} in
   build) nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; ensure_build force ;;
   test)
     ensure_build
-    MIXTAPE_REQUIRE_GPU=1 ctest --test-dir build-gpu -L cuda -j 4 --output-on-failure --timeout 600 >"$out/ctest.log" 2>&1
-    rc=$?
-    grep -E 'Test +#|tests passed|tests failed|Total Test' "$out/ctest.log" | tail -20
-    [ $rc = 0 ] || grep -B5 -A25 -E "FAILED|failed" "$out/ctest.log" | head -120
-    exit $rc ;;
+    run_cuda_tests "$out/ctest.log"
+    exit $? ;;
   bench)
     ensure_build
     echo "== attention kernels (GPT-2 small's shape)"; build-gpu/bench/bench_attention
@@ -70,10 +75,8 @@ case ${1:-} in
     git apply "$p" || exit 1
     trap 'git apply -R "$p"' EXIT
     ensure_build force
-    MIXTAPE_REQUIRE_GPU=1 ctest --test-dir build-gpu -L cuda -j 4 --output-on-failure --timeout 600 >"$out/ctest_patch.log" 2>&1
+    run_cuda_tests "$out/ctest_patch.log"
     rc=$?
-    grep -E 'tests passed|tests failed|Total Test' "$out/ctest_patch.log"
-    [ $rc = 0 ] || grep -B5 -A25 -E "FAILED|failed" "$out/ctest_patch.log" | head -80
     build-gpu/bench/bench_attention
     build-gpu/bench/gpt_bench --precision bf16-mixed
     exit $rc ;;
@@ -88,11 +91,8 @@ case ${1:-} in
     git apply "$p" || exit 1
     ensure_build force
     wait
-    MIXTAPE_REQUIRE_GPU=1 ctest --test-dir build-gpu -L cuda -j 4 --output-on-failure --timeout 300 >"$out/ctest.log" 2>&1
-    rc=$?
-    grep -E 'Test +#|tests passed|tests failed|Total Test' "$out/ctest.log" | tail -20
-    [ $rc = 0 ] || grep -B5 -A25 -E "FAILED|failed" "$out/ctest.log" | head -80
-    exit $rc ;;
+    run_cuda_tests "$out/ctest.log"
+    exit $? ;;
   ab-bench)
     for r in 1 2; do
       for d in /tmp/base_build build-gpu; do echo "== attention $d"; "$d/bench/bench_attention"; done
