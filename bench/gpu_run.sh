@@ -9,8 +9,8 @@
 #   bench/gpu_run.sh compare [ROUNDS] [CASE...]   bench/compare.sh
 #   bench/gpu_run.sh patch NAME  apply bench/patches/NAME.patch, rebuild, run the cuda tests, the
 #                              attention kernels and GPT-2 bf16-mixed (ours), then take the patch out
-#   bench/gpu_run.sh ab NAME   HEAD's gpt_bench and bench_attention into /tmp/base_build beside the
-#                              full build with bench/patches/NAME.patch applied (left applied in this
+#   bench/gpu_run.sh ab NAME...  HEAD's gpt_bench and bench_attention into /tmp/base_build beside the
+#                              full build with bench/patches/NAME.patch applied, each in turn (left applied in this
 #                              call's copy), then ctest -L cuda on the patched build (~560 s)
 #   bench/gpu_run.sh ab-bench  (next call, machine still warm) bench_attention and gpt_bench for each
 #                              of $PRECISIONS, HEAD against the patched build, interleaved, twice
@@ -81,14 +81,14 @@ case ${1:-} in
     build-gpu/bench/gpt_bench --precision bf16-mixed
     exit $rc ;;
   ab)
-    p=bench/patches/${2:?usage: gpu_run.sh ab NAME}.patch
+    [ -n "${2:-}" ] || { echo "usage: gpu_run.sh ab NAME..." >&2; exit 2; }
     rm -rf /tmp/base_src && mkdir -p /tmp/base_src &&
       tar --exclude=./build --exclude=./build-gpu --exclude=./.carry -cf - . | tar -xf - -C /tmp/base_src
     ( cmake -S /tmp/base_src -B /tmp/base_build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXTAPE_EXAMPLE_POLICIES="$policies" \
         >"$out/configure_base.log" 2>&1 &&
       cmake --build /tmp/base_build -j 3 --target bench_attention gpt_bench >"$out/build_base.log" 2>&1
       echo "base build rc=$?" ) &
-    git apply "$p" || exit 1
+    for n in "${@:2}"; do git apply "bench/patches/$n.patch" || exit 1; done
     ensure_build force
     wait
     run_cuda_tests "$out/ctest.log"
