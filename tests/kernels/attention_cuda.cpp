@@ -11,6 +11,7 @@
 // the exact values with the bound itself.
 #include "attention_test_ref.hpp"
 
+#include <array>
 #include <cstring>
 
 #include "attention_cuda_helpers.hpp"
@@ -27,25 +28,37 @@ ExecutionContext& dev() {
   static auto* ctx = new ExecutionContext(ExecutionContext::cuda(0));
   return *ctx;
 }
+// f32 attention runs on TF32 tensor cores only where the context allows TF32.
+ExecutionContext& tf32_dev() {
+  static auto* ctx = new ExecutionContext(ExecutionContext::cuda(0, {.allow_tf32 = true}));
+  return *ctx;
+}
 ExecutionContext& host() {
   static auto* ctx = new ExecutionContext(ExecutionContext::host());
   return *ctx;
 }
 
+// Each helper works on the stream of the context it is given (dev() unless said): a test that
+// runs kernels on tf32_dev() allocates, copies and reads on it too, so every step is ordered.
 template <class T>
-Tensor<T> on_dev(const Tensor<T>& h) {
-  return to_device(dev(), h, Device::cuda(0));
+Tensor<T> on_dev(const Tensor<T>& h, const ExecutionContext& ctx = dev()) {
+  return to_device(ctx, h, Device::cuda(0));
+}
+// Host f32 values rounded to TF32 (cvt.rna) in place.
+void round_to_tf32(const Tensor<float>& h) {
+  float* p = h.data();
+  for (std::int64_t i = 0; i < h.numel(); ++i) p[i] = ktest::round_tf32(p[i]);
 }
 template <class T>
-std::vector<double> dev_values(const Tensor<T>& d) {
-  const auto v = to_vector(dev(), d);
+std::vector<double> dev_values(const Tensor<T>& d, const ExecutionContext& ctx = dev()) {
+  const auto v = to_vector(ctx, d);
   std::vector<double> out(v.size());
   for (std::size_t i = 0; i < v.size(); ++i) out[i] = ktest::to_double(v[i]);
   return out;
 }
 template <class T>
-bool same_bits(const Tensor<T>& a, const Tensor<T>& b) {
-  const auto va = to_vector(dev(), a), vb = to_vector(dev(), b);
+bool same_bits(const Tensor<T>& a, const Tensor<T>& b, const ExecutionContext& ctx = dev()) {
+  const auto va = to_vector(ctx, a), vb = to_vector(ctx, b);
   return std::memcmp(va.data(), vb.data(), va.size() * sizeof(T)) == 0;
 }
 
@@ -98,7 +111,7 @@ TEMPLATE_TEST_CASE("CUDA fused causal attention matches the host's and the exact
   std::mt19937_64 rng(seed);
   INFO("seed " << seed);
   for (const std::int64_t d : {32, 64, 128})
-    for (const std::int64_t t : {1, 17, 64, 127, 256, 1024}) {
+    for (const std::int64_t t : {1, 17, 64, 127, 191, 256, 1024}) {
       const ktest::AttentionCase cs = t < 256 ? ktest::AttentionCase{2, t, 3, d} : ktest::AttentionCase{1, t, 2, d};
       check_device_against_host<TestType>(rng, cs);
     }
@@ -137,6 +150,149 @@ TEMPLATE_TEST_CASE("CUDA fused attention backward into f32 gradients and accumul
     tol[i] = ktest::unit_roundoff<T>() * (std::abs(g[i]) + std::abs(a[i]));
   }
   require_within("accumulate", a, want, tol);
+}
+
+// The dS^T workspace holds a group of heads; where the batch's heads do not fit (long sequences)
+// the backward runs group by group, with the same bits as all heads in one group.
+TEST_CASE("CUDA fused attention backward in head groups gives the one-group bits", "[cuda][kernels][attention]") {
+  std::mt19937_64 rng(ktest::fresh_seed());
+  for (const std::int64_t d : {32, 64, 128}) {
+    const ktest::AttentionCase cs{2, 300, 3, d};
+    INFO("D " << d);
+    const std::int64_t C = cs.h * cs.d;
+    auto qkv = Tensor<bf16>::empty(host(), {cs.b, cs.t, 3 * C});
+    auto dy = Tensor<bf16>::empty(host(), {cs.b, cs.t, C});
+    ktest::fill_random(qkv, rng, -2, 2);
+    ktest::fill_random(dy, rng, -1, 1);
+    const auto qd = on_dev(qkv), dyd = on_dev(dy);
+    auto yd = Tensor<bf16>::empty(dev(), dy.shape());
+    auto ld = Tensor<float>::empty(dev(), {cs.b, cs.h, cs.t});
+    kattn::forward(dev(), qd, cs.h, yd, ld);
+    auto whole = Tensor<bf16>::empty(dev(), qkv.shape());
+    kattn::backward(dev(), qd, yd, dyd, ld, cs.h, whole, false);
+    for (const std::int64_t group : {1, 4}) {  // 6 heads: groups of 1, and of 4 then 2
+      INFO("group " << group);
+      auto grouped = Tensor<bf16>::empty(dev(), qkv.shape());
+      kattn::backward_in_groups(dev(), qd, yd, dyd, ld, cs.h, grouped, group);
+      CHECK(same_bits(whole, grouped));
+    }
+  }
+}
+
+// TF32: q, k, v and dy are drawn as TF32 numbers, so the kernels' rounding of their inputs is exact
+// and the bounds are those above with u_T = 2^-11 for P and dS and f32's for the outputs (each
+// output is rounded once, to f32). The host's full-f32 path meets the tighter f32 bounds, so the
+// two differ by at most twice the TF32 ones.
+TEST_CASE("CUDA fused attention for f32 operands on TF32 tensor cores matches the exact values, deterministically",
+          "[cuda][kernels][attention][tf32]") {
+  const std::uint64_t seed = ktest::fresh_seed();
+  const ExecutionContext& tc = tf32_dev();
+  std::mt19937_64 rng(seed);
+  INFO("seed " << seed);
+  for (const std::int64_t d : {32, 64, 128})
+    for (const std::int64_t t : {1, 17, 64, 127, 191, 256, 1024}) {
+      const ktest::AttentionCase cs = t < 256 ? ktest::AttentionCase{2, t, 3, d} : ktest::AttentionCase{1, t, 2, d};
+      INFO("B " << cs.b << " T " << cs.t << " H " << cs.h << " D " << cs.d);
+      const std::int64_t C = cs.h * cs.d;
+      auto qkv = Tensor<float>::empty(host(), {cs.b, cs.t, 3 * C});
+      auto dy = Tensor<float>::empty(host(), {cs.b, cs.t, C});
+      ktest::fill_random(qkv, rng, -2, 2);
+      ktest::fill_random(dy, rng, -1, 1);
+      round_to_tf32(qkv);
+      round_to_tf32(dy);
+      const auto ex = ktest::exact_attention(cs, ktest::values(qkv), ktest::values(dy),
+                                             ktest::tf32_roundoffs(2 * ktest::unit_roundoff<float>()));
+      auto yh = Tensor<float>::empty(host(), dy.shape());
+      auto lh = Tensor<float>::empty(host(), {cs.b, cs.h, cs.t});
+      auto gh = Tensor<float>::empty(host(), qkv.shape());
+      kernels::causal_attention_forward(host(), qkv, cs.h, yh, lh);
+      kernels::causal_attention_backward(host(), qkv, yh, dy, lh, cs.h, gh, false);
+
+      const auto qd = on_dev(qkv, tc), dyd = on_dev(dy, tc);
+      auto yd = Tensor<float>::empty(tc, dy.shape());
+      auto ld = Tensor<float>::empty(tc, {cs.b, cs.h, cs.t});
+      auto gd = Tensor<float>::empty(tc, qkv.shape());
+      kattn::forward(tc, qd, cs.h, yd, ld);
+      kattn::backward(tc, qd, yd, dyd, ld, cs.h, gd, false);
+      require_within("y device vs exact", dev_values(yd, tc), ex.y, ex.tol_y);
+      require_within("lse device vs exact", dev_values(ld, tc), ex.lse, ex.tol_lse);
+      require_within("dqkv device vs exact", dev_values(gd, tc), ex.dqkv, ex.tol_dqkv);
+      require_within("y device vs host", dev_values(yd, tc), ktest::values(yh), ex.tol_y, 2.0);
+      require_within("dqkv device vs host", dev_values(gd, tc), ktest::values(gh), ex.tol_dqkv, 2.0);
+
+      auto yd2 = Tensor<float>::empty(tc, dy.shape());
+      auto ld2 = Tensor<float>::empty(tc, {cs.b, cs.h, cs.t});
+      auto gd2 = Tensor<float>::empty(tc, qkv.shape());
+      kattn::forward(tc, qd, cs.h, yd2, ld2);
+      kattn::backward(tc, qd, yd, dyd, ld, cs.h, gd2, false);
+      CHECK(same_bits(yd, yd2, tc));
+      CHECK(same_bits(ld, ld2, tc));
+      CHECK(same_bits(gd, gd2, tc));
+    }
+}
+
+TEST_CASE("TF32 attention rounds raw f32 inputs as cvt.rna does", "[cuda][kernels][attention][tf32]") {
+  // The kernels round q, k, v and dO to TF32 as their tiles land: raw f32 inputs give the bits of
+  // the same inputs rounded on the host (nearest, ties away from zero) first.
+  const ExecutionContext& tc = tf32_dev();
+  std::mt19937_64 rng(ktest::fresh_seed());
+  for (const std::int64_t d : {32, 64, 128}) {
+    INFO("D " << d);
+    const ktest::AttentionCase cs{2, 150, 2, d};
+    const std::int64_t C = cs.h * cs.d;
+    auto raw = Tensor<float>::empty(host(), {cs.b, cs.t, 3 * C});
+    auto dy_raw = Tensor<float>::empty(host(), {cs.b, cs.t, C});
+    ktest::fill_random(raw, rng, -2, 2);
+    ktest::fill_random(dy_raw, rng, -1, 1);
+    auto rounded = kernels::clone(host(), raw);
+    auto dy_rounded = kernels::clone(host(), dy_raw);
+    round_to_tf32(rounded);
+    round_to_tf32(dy_rounded);
+    REQUIRE_FALSE(ktest::bitwise_equal(raw, rounded));  // the draw has bits below TF32's
+    auto run = [&](const Tensor<float>& qkv, const Tensor<float>& dy) {
+      const auto qd = on_dev(qkv, tc), dyd = on_dev(dy, tc);
+      auto yd = Tensor<float>::empty(tc, dy.shape());
+      auto ld = Tensor<float>::empty(tc, {cs.b, cs.h, cs.t});
+      auto gd = Tensor<float>::empty(tc, qkv.shape());
+      kattn::forward(tc, qd, cs.h, yd, ld);
+      kattn::backward(tc, qd, yd, dyd, ld, cs.h, gd, false);
+      return std::array{to_device(tc, yd, Device::cpu()), to_device(tc, ld, Device::cpu()),
+                        to_device(tc, gd, Device::cpu())};
+    };
+    const auto a = run(raw, dy_raw), b = run(rounded, dy_rounded);
+    CHECK(ktest::bitwise_equal(a[0], b[0]));
+    CHECK(ktest::bitwise_equal(a[1], b[1]));
+    CHECK(ktest::bitwise_equal(a[2], b[2]));
+  }
+}
+
+TEST_CASE("autograd causal_self_attention takes the fused kernels for f32 on a TF32 context",
+          "[cuda][autograd][attention][tf32]") {
+  const ExecutionContext& tc = tf32_dev();
+  std::mt19937_64 rng(ktest::fresh_seed());
+  const ktest::AttentionCase cs{2, 100, 2, 64};
+  const std::int64_t C = cs.h * cs.d;
+  auto qkv = Tensor<float>::empty(host(), {cs.b, cs.t, 3 * C});
+  auto dy = Tensor<float>::empty(host(), {cs.b, cs.t, C});
+  ktest::fill_random(qkv, rng, -2, 2);
+  ktest::fill_random(dy, rng, -1, 1);
+  auto y = Tensor<float>::empty(host(), dy.shape());
+  auto g = Tensor<float>::empty(host(), qkv.shape());
+  kattn::autograd_attention(tc, qkv, dy, cs.h, y, g);
+  const auto qd = on_dev(qkv, tc), dyd = on_dev(dy, tc);
+  auto yd = Tensor<float>::empty(tc, dy.shape());
+  auto ld = Tensor<float>::empty(tc, {cs.b, cs.h, cs.t});
+  auto gd = Tensor<float>::empty(tc, qkv.shape());
+  kattn::forward(tc, qd, cs.h, yd, ld);
+  kattn::backward(tc, qd, yd, dyd, ld, cs.h, gd, false);
+  CHECK(ktest::bitwise_equal(y, to_device(tc, yd, Device::cpu())));
+  CHECK(ktest::bitwise_equal(g, to_device(tc, gd, Device::cpu())));
+  // Without TF32 the f32 op keeps the unfused full-f32 reference: the same values within the TF32
+  // kernels' error, but not their bits.
+  auto y_ref = Tensor<float>::empty(host(), dy.shape());
+  auto g_ref = Tensor<float>::empty(host(), qkv.shape());
+  kattn::autograd_attention(dev(), qkv, dy, cs.h, y_ref, g_ref);
+  CHECK_FALSE(ktest::bitwise_equal(y, y_ref));
 }
 
 TEST_CASE("autograd causal_self_attention takes the fused kernels on CUDA for bf16", "[cuda][autograd][attention]") {
@@ -178,7 +334,8 @@ TEST_CASE("CUDA fused attention rejects what its kernels do not take", "[cuda][k
   CHECK_THROWS_WITH(kattn::forward(dev(), misaligned, 1, y, l1), Catch::Contains("16-byte aligned"));
   auto q32 = Tensor<float>::empty(dev(), {1, 4, 3 * 64});
   auto y32 = Tensor<float>::empty(dev(), {1, 4, 64});
-  CHECK_THROWS_WITH(kattn::forward(dev(), q32, 1, y32, l1), Catch::Contains("f16 or bf16 operands, got f32"));
+  CHECK_THROWS_WITH(kattn::forward(dev(), q32, 1, y32, l1),
+                    Catch::Contains("need a context with ContextOptions::allow_tf32"));
   // An operand on the host.
   CHECK_THROWS_AS(kattn::forward(dev(), Tensor<bf16>::empty(host(), {1, 4, 3 * 64}), 1, y, l1), DeviceError);
 }

@@ -1,6 +1,8 @@
 // CUDA instantiations of the fused attention the GPU test calls (see attention_cuda_helpers.hpp).
 #include "attention_cuda_helpers.hpp"
 
+#include <cmath>
+
 #include "mixtape/autograd/ops_attention.hpp"
 #include "mixtape/autograd/ops_basic.hpp"
 #include "mixtape/core/transfer.hpp"
@@ -17,6 +19,17 @@ template <class T, class G>
 void backward(const ExecutionContext& ctx, const Tensor<T>& qkv, const Tensor<T>& y, const Tensor<T>& dy,
               const Tensor<float>& lse, std::int64_t heads, const Tensor<G>& dqkv, bool accumulate) {
   kernels::causal_attention_backward(ctx, qkv, y, dy, lse, heads, dqkv, accumulate);
+}
+void backward_in_groups(const ExecutionContext& ctx, const Tensor<bf16>& qkv, const Tensor<bf16>& y,
+                        const Tensor<bf16>& dy, const Tensor<float>& lse, std::int64_t heads,
+                        const Tensor<bf16>& dqkv, std::int64_t group_heads) {
+  namespace kd = kernels::detail;
+  const kd::AttentionDims d = kd::attention_dims("backward_in_groups", qkv, heads);
+  auto dvec = Tensor<float>::empty(ctx, lse.shape());
+  auto ds = Tensor<bf16>::empty(ctx, Shape{group_heads, kd::gpu::attention_ds_tiles(d.seq), 64, 64});
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d.head_dim)));
+  kd::gpu::causal_attention_backward<bf16>(ctx, d, qkv.data(), y.data(), dy.data(), lse.data(), dvec.data(), ds.data(),
+                                           group_heads, dqkv.data(), scale, false);
 }
 template <class T>
 void autograd_attention(const ExecutionContext& ctx, const Tensor<T>& qkv, const Tensor<T>& dy, std::int64_t heads,
@@ -43,7 +56,12 @@ void autograd_attention(const ExecutionContext& ctx, const Tensor<T>& qkv, const
 KATTN(bf16);
 KATTN(f16);
 #undef KATTN
+// f32 (TF32 on a context that allows it): the gradient type is the operand type.
 template void forward(const ExecutionContext&, const Tensor<float>&, std::int64_t, const Tensor<float>&,
-                      const Tensor<float>&);  // throws DTypeError: the error test
+                      const Tensor<float>&);
+template void backward(const ExecutionContext&, const Tensor<float>&, const Tensor<float>&, const Tensor<float>&,
+                       const Tensor<float>&, std::int64_t, const Tensor<float>&, bool);
+template void autograd_attention(const ExecutionContext&, const Tensor<float>&, const Tensor<float>&, std::int64_t,
+                                 const Tensor<float>&, const Tensor<float>&);
 
 }  // namespace kattn

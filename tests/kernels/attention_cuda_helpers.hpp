@@ -12,13 +12,18 @@ namespace kattn {
 
 using namespace mixtape;
 
-// kernels::causal_attention_forward / _backward on a CUDA context (T: f16, bf16; G: T or f32).
+// kernels::causal_attention_forward / _backward on a CUDA context (T: f16, bf16, f32; G: T or f32).
 template <class T>
 void forward(const ExecutionContext& ctx, const Tensor<T>& qkv, std::int64_t heads, const Tensor<T>& y,
              const Tensor<float>& lse);
 template <class T, class G>
 void backward(const ExecutionContext& ctx, const Tensor<T>& qkv, const Tensor<T>& y, const Tensor<T>& dy,
               const Tensor<float>& lse, std::int64_t heads, const Tensor<G>& dqkv, bool accumulate);
+// The CUDA backward (d(qkv) written, bf16) with its dS^T workspace split into groups of
+// `group_heads` heads, as kernels::causal_attention_backward does when the heads do not fit.
+void backward_in_groups(const ExecutionContext& ctx, const Tensor<bf16>& qkv, const Tensor<bf16>& y,
+                        const Tensor<bf16>& dy, const Tensor<float>& lse, std::int64_t heads,
+                        const Tensor<bf16>& dqkv, std::int64_t group_heads);
 // The autograd op on a CUDA context with AttentionImpl::automatic; returns y and d(qkv) for the
 // output gradient dy (host tensors in, host tensors out) and whether it took the fused path.
 template <class T>

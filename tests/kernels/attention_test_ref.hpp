@@ -36,6 +36,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace ktest {
@@ -49,14 +51,18 @@ struct Exact {
   std::vector<double> y, tol_y, lse, tol_lse, dqkv, tol_dqkv;
 };
 
-/// `accum_u`: the unit roundoff of each f32 addition, u_A = 2^-24 on the host; tensor cores'
-/// f32 accumulation is not specified to round to nearest, so the GPU test bounds it by 2 u_A
-/// (truncation).
-template <class T>
-Exact exact_attention(const AttentionCase& cs, const std::vector<double>& qkv, const std::vector<double>& dy,
-                      double accum_u = ktest::unit_roundoff<float>()) {
-  const double uT = ktest::unit_roundoff<T>(), uA = accum_u;
-  const double sub = ktest::subnormal_floor<T>() / 2;  // absolute error of rounding into T's subnormals
+/// The rounding errors the bounds take: `op`, the unit roundoff of the mma operands P and dS (u_T
+/// above); `out`, of the outputs' final rounding (u_T too, but f32's for TF32 kernels, whose
+/// operands are TF32 and outputs f32); `sub`, the absolute error of a rounding into the subnormals;
+/// `accum`, of each f32 addition (u_A).
+struct Roundoffs {
+  double op, out, sub, accum;
+};
+
+/// Exact values and tolerances of a problem whose q, k, v and dy are exact in the operand format.
+inline Exact exact_attention(const AttentionCase& cs, const std::vector<double>& qkv, const std::vector<double>& dy,
+                             const Roundoffs& ro) {
+  const double uT = ro.op, uA = ro.accum, sub = ro.sub;
   const std::int64_t B = cs.b, Tn = cs.t, H = cs.h, D = cs.d, C = H * D, ld = 3 * C;
   const double s = 1.0 / std::sqrt(static_cast<double>(D));
   const double gD = ktest::gamma(static_cast<double>(D + 1), uA), gT = ktest::gamma(static_cast<double>(Tn + 2), uA);
@@ -68,8 +74,8 @@ Exact exact_attention(const AttentionCase& cs, const std::vector<double>& qkv, c
   ex.dqkv.assign(B * Tn * ld, 0);
   ex.tol_dqkv.assign(B * Tn * ld, 0);
   std::vector<double> p(Tn * Tn), dp(Tn * Tn), ds(Tn * Tn), E(Tn * Tn), eP(Tn), Drow(Tn);
-  // The final rounding to T: relative u_T, or absolute `sub` in the subnormal range.
-  auto fin = [uT, sub](double exact, double err) { return err + uT * (std::abs(exact) + err) + sub; };
+  // The final rounding to T: relative u_T (ro.out), or absolute `sub` in the subnormal range.
+  auto fin = [uO = ro.out, sub](double exact, double err) { return err + uO * (std::abs(exact) + err) + sub; };
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t h = 0; h < H; ++h) {
       const std::int64_t bh = b * H + h;
@@ -167,6 +173,31 @@ Exact exact_attention(const AttentionCase& cs, const std::vector<double>& qkv, c
       }
     }
   return ex;
+}
+
+/// exact_attention for operands and outputs of type T. `accum_u`: the unit roundoff of each f32
+/// addition, u_A = 2^-24 on the host; tensor cores' f32 accumulation is not specified to round to
+/// nearest, so the GPU test bounds it by 2 u_A (truncation).
+template <class T>
+Exact exact_attention(const AttentionCase& cs, const std::vector<double>& qkv, const std::vector<double>& dy,
+                      double accum_u = ktest::unit_roundoff<float>()) {
+  const double uT = ktest::unit_roundoff<T>();
+  return exact_attention(cs, qkv, dy, Roundoffs{uT, uT, ktest::subnormal_floor<T>() / 2, accum_u});
+}
+
+/// f32 rounded to TF32 as cvt.rna.tf32.f32 does (nearest, ties away from zero; finite inputs).
+inline float round_tf32(float x) {
+  std::uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  u = (u + 0x1000u) & ~0x1FFFu;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+/// The TF32 kernels' roundoffs: operands (P, dS) to TF32 (u = 2^-11, nearest), outputs to f32, and
+/// the subnormal floor of TF32 (f32's exponent range with 10 fraction bits: 2^-136), halved.
+inline Roundoffs tf32_roundoffs(double accum_u) {
+  return Roundoffs{std::ldexp(1.0, -11), ktest::unit_roundoff<float>(), std::ldexp(1.0, -137), accum_u};
 }
 
 /// |got - want| <= scale * tol elementwise; reports the worst element relative to its tolerance.

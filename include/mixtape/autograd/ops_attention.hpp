@@ -4,13 +4,15 @@
 ///        (flash-attention) kernels where they apply, else by the unfused reference below.
 ///
 /// Which path runs (AttentionImpl): `automatic` (the default) takes the fused path
-/// (ops_flash_attention.hpp, kernels/attention.hpp) on CUDA for f16 / bf16 with head dim 32, 64 or
-/// 128 and a 16-byte aligned qkv; otherwise (the host, f32 / f64 on CUDA, other head dims) the
-/// reference. On the host the reference is the faster one: its four products run in the packed
-/// host GEMM, where the fused host kernel is a scalar row loop (4x slower on the small GPT's
-/// training step, measured with perf); `fused` still saves the (B*H, T, T) memory there. `fused` and `reference` force one (`fused` throws where its kernels do not
-/// apply). Both keep the same rounding points; the fused node saves qkv, y and lse (B, H, T)
-/// instead of the probabilities.
+/// (ops_flash_attention.hpp, kernels/attention.hpp) on CUDA for f16 / bf16, and for f32 on a
+/// context that allows TF32 (whose f32 GEMMs, the reference's included, are TF32 too), with head
+/// dim 32, 64 or 128 and a 16-byte aligned qkv; otherwise (the host, f64 and full-f32 on CUDA,
+/// other head dims) the reference. On the host the reference is the faster one: its four products
+/// run in the packed host GEMM, where the fused host kernel is a scalar row loop (4x slower on the
+/// small GPT's training step, measured with perf); `fused` still saves the (B*H, T, T) memory
+/// there. `fused` and `reference` force one (`fused` throws where its kernels do not apply). Both
+/// keep the same rounding points; the fused node saves qkv, y and lse (B, H, T) instead of the
+/// probabilities.
 ///
 /// The unfused reference path, written with the library's own GEMM and softmax kernels:
 ///
@@ -135,7 +137,7 @@ Var<T> causal_self_attention(Tape& tape, const Var<T>& qkv, std::int64_t heads,
                  qkv.shape());
   const Tensor<T> x = qkv.value().is_contiguous() ? qkv.value() : kernels::contiguous(ctx, qkv.value());
   const std::int64_t b = x.size(0), t = x.size(1), c = x.size(2) / 3, d = c / heads;
-  const bool fused_applies = ctx.is_cuda() && kernels::causal_attention_cuda_supports<T>(d) && b * heads <= 65535 &&
+  const bool fused_applies = kernels::causal_attention_cuda_applies<T>(ctx, d) && b * heads <= 65535 &&
                             reinterpret_cast<std::uintptr_t>(x.data()) % 16 == 0;
   if (impl == AttentionImpl::fused || (impl == AttentionImpl::automatic && fused_applies))
     return nodes::flash_self_attention(tape, qkv, x, heads);

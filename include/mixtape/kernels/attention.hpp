@@ -15,10 +15,13 @@
 /// backward recomputes P from lse: dP = dO V^T in f32, dS = s P (dP - D) with
 /// D_i = rowsum(dO_i * O_i) in f32, dS rounded to T for dQ = dS K and dK = dS^T Q, dV = P^T dO with
 /// P in T; each gradient accumulated in f32 and rounded once (kernels/detail/attention_host.hpp
-/// spells out every step). Both backends are deterministic run to run.
+/// spells out every step). Both backends are deterministic run to run. The CUDA backward keeps
+/// dS^T in a workspace of at most 256 MiB (kAttentionDsBytes) between its dK/dV and dQ kernels.
 ///
-/// Host: every float type (f64 in double). CUDA: f16 and bf16 with head dim 32, 64 or 128 and
-/// 16-byte aligned operands (tensor cores, attention_cuda.cuh); other cases throw.
+/// Host: every float type (f64 in double). CUDA: f16 and bf16, and f32 on a context with
+/// ContextOptions::allow_tf32 (products on TF32 tensor cores: q, k, v, dO, P and dS rounded to TF32,
+/// as that context's f32 GEMMs round their inputs; everything else f32), with head dim 32, 64 or
+/// 128 and 16-byte aligned operands (attention_cuda.cuh); other cases throw.
 ///
 /// @code
 ///   // qkv (B, T, 3C) bf16; y (B, T, C) bf16; lse (B, H, T) f32
@@ -51,10 +54,20 @@ template <class T>
 concept AttentionElement =
     std::is_same_v<T, double> || std::is_same_v<T, float> || std::is_same_v<T, f16> || std::is_same_v<T, bf16>;
 
-/// Whether the CUDA kernels take operand type T and head dim `head_dim` (f16 / bf16, 32 / 64 / 128).
+/// Whether the CUDA kernels take operand type T and head dim `head_dim` (f16 / bf16 / f32, 32 / 64 /
+/// 128); f32 also needs a context that allows TF32 (causal_attention_cuda_applies).
 template <class T>
 constexpr bool causal_attention_cuda_supports(std::int64_t head_dim) noexcept {
-  return (std::is_same_v<T, f16> || std::is_same_v<T, bf16>) && (head_dim == 32 || head_dim == 64 || head_dim == 128);
+  return (std::is_same_v<T, f16> || std::is_same_v<T, bf16> || std::is_same_v<T, float>) &&
+         (head_dim == 32 || head_dim == 64 || head_dim == 128);
+}
+
+/// Whether the CUDA kernels run for T and `head_dim` on `ctx`: causal_attention_cuda_supports, and
+/// for f32 the context's allow_tf32 (the kernels multiply f32 as TF32, as that context's GEMMs do).
+template <class T>
+bool causal_attention_cuda_applies(const ExecutionContext& ctx, std::int64_t head_dim) noexcept {
+  return ctx.is_cuda() && causal_attention_cuda_supports<T>(head_dim) &&
+         (!std::is_same_v<T, float> || ctx.allow_tf32());
 }
 
 namespace detail {
@@ -71,14 +84,20 @@ inline AttentionDims attention_dims(const char* op, const mixtape::detail::Tenso
   return d;
 }
 
-/// The CUDA kernels' limits: type, head dim, 16-byte alignment, grid extents.
+/// The CUDA kernels' limits: type (f32 only where the context allows TF32), head dim, 16-byte
+/// alignment, grid extents.
 template <class T>
-void expect_attention_cuda(const char* op, const AttentionDims& d,
+void expect_attention_cuda(const char* op, const ExecutionContext& ctx, const AttentionDims& d,
                            std::initializer_list<const void*> operands) {
-  if constexpr (!std::is_same_v<T, f16> && !std::is_same_v<T, bf16>) {
-    MIXTAPE_THROW(DTypeError, op, ": the CUDA kernels take f16 or bf16 operands, got ", dtype_v<T>,
+  if constexpr (!std::is_same_v<T, f16> && !std::is_same_v<T, bf16> && !std::is_same_v<T, float>) {
+    MIXTAPE_THROW(DTypeError, op, ": the CUDA kernels take f16, bf16 or f32 operands, got ", dtype_v<T>,
                   " (autograd::causal_self_attention runs the unfused reference for it)");
   } else {
+    if constexpr (std::is_same_v<T, float>)
+      MIXTAPE_EXPECT(ctx.allow_tf32(), DTypeError, op,
+                     ": the CUDA kernels multiply f32 operands as TF32, so they need a context with "
+                     "ContextOptions::allow_tf32; got one without it (autograd::causal_self_attention runs the "
+                     "unfused f32 reference there)");
     MIXTAPE_EXPECT(causal_attention_cuda_supports<T>(d.head_dim), ShapeError, op,
                    ": the CUDA kernels take head dim 32, 64 or 128, got ", d.head_dim);
     MIXTAPE_EXPECT(d.seq <= INT32_MAX && d.batch * d.heads <= 65535, ShapeError, op,
@@ -96,13 +115,14 @@ void expect_attention_cuda(const char* op, const AttentionDims& d,
 MIXTAPE_BACKEND_BEGIN
 
 /// Fused causal self-attention forward.
-/// @tparam T  the operand type (f64, f32, f16, bf16; CUDA: f16, bf16)
+/// @tparam T  the operand type (f64, f32, f16, bf16; CUDA: f16, bf16, f32 with allow_tf32)
 /// @param qkv    (B, T, 3C) dense, [q | k | v], each (B, T, H, D)
 /// @param heads  H; C must be divisible by it
 /// @param y      (B, T, C) dense, not overlapping qkv
 /// @param lse    (B, H, T) dense: the log-sum-exp of each row's scaled scores, for the backward
-/// @throws ShapeError for bad shapes or head dims the CUDA kernels lack; DTypeError for f32 / f64
-///         on CUDA; DeviceError for operands off the context's device; ValueError for overlaps.
+/// @throws ShapeError for bad shapes or head dims the CUDA kernels lack; DTypeError for f64 on CUDA
+///         and for f32 on a CUDA context without allow_tf32; DeviceError for operands off the
+///         context's device; ValueError for overlaps.
 template <AttentionElement T>
 void causal_attention_forward(const ExecutionContext& ctx, const Tensor<T>& qkv, std::int64_t heads,
                               const Tensor<T>& y, const Tensor<compute_t<T>>& lse) {
@@ -116,7 +136,7 @@ void causal_attention_forward(const ExecutionContext& ctx, const Tensor<T>& qkv,
                  kOp, ": expected y and lse not to overlap qkv or each other");
   const A scale = static_cast<A>(1.0 / std::sqrt(static_cast<double>(d.head_dim)));
   if (ctx.is_cuda()) {
-    detail::expect_attention_cuda<T>(kOp, d, {qkv.data(), y.data(), lse.data()});
+    detail::expect_attention_cuda<T>(kOp, ctx, d, {qkv.data(), y.data(), lse.data()});
 #if MIXTAPE_HAS_KERNELS
     if constexpr (causal_attention_cuda_supports<T>(64))
       detail::gpu::causal_attention_forward<T>(ctx, d, qkv.data(), y.data(), lse.data(), scale);
@@ -158,15 +178,18 @@ void causal_attention_backward(const ExecutionContext& ctx, const Tensor<T>& qkv
                  ValueError, kOp, ": expected dqkv not to overlap qkv, y, dy or lse");
   const A scale = static_cast<A>(1.0 / std::sqrt(static_cast<double>(d.head_dim)));
   if (ctx.is_cuda()) {
-    detail::expect_attention_cuda<T>(kOp, d, {qkv.data(), y.data(), dy.data(), lse.data(), dqkv.data()});
+    detail::expect_attention_cuda<T>(kOp, ctx, d, {qkv.data(), y.data(), dy.data(), lse.data(), dqkv.data()});
     MIXTAPE_EXPECT((std::is_same_v<G, T> || std::is_same_v<G, float>), DTypeError, kOp,
                    ": the CUDA kernels write gradients of the operand type or f32, got ", dtype_v<G>, " for ",
                    dtype_v<T>, " operands");
 #if MIXTAPE_HAS_KERNELS
     if constexpr (causal_attention_cuda_supports<T>(64) && (std::is_same_v<G, T> || std::is_same_v<G, float>)) {
       auto dvec = Tensor<float>::empty(ctx, lse.shape(), MemoryRole::workspace);  // D = rowsum(dO * O)
+      const std::int64_t group = detail::gpu::attention_ds_group_heads(d, sizeof(T));  // heads whose dS^T tiles fit
+      auto ds = Tensor<T>::empty(ctx, Shape{group, detail::gpu::attention_ds_tiles(d.seq), 64, 64},
+                                 MemoryRole::workspace);
       detail::gpu::causal_attention_backward<T>(ctx, d, qkv.data(), y.data(), dy.data(), lse.data(), dvec.data(),
-                                                dqkv.data(), scale, accumulate);
+                                                ds.data(), group, dqkv.data(), scale, accumulate);
     }
 #else
     detail::throw_needs_cu(kOp, ctx.device());
