@@ -509,9 +509,12 @@ TEST_CASE("CUDA cross_entropy_rows_grad: one pass where a row fits, two kernels 
   const std::uint64_t seed = ktest::fresh_seed();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
-  // 2048 and below: the warp kernels; 2049 .. 65,536 (bf16, f16) / 32,768 (f32): the one-pass
-  // kernel, 50304 being GPT-2's head; above, misaligned rows and f64: the block kernels.
-  for (const Shape& s : {Shape{7, 33}, Shape{3, 2048}, Shape{5, 2056}, Shape{64, 50304}, Shape{2, 65536}, Shape{2, 65544}}) {
+  // 2048 and below: the warp kernels; from 2049, rows that fit shared memory twice an SM (H100:
+  // 57,824 bf16 / f16, 28,912 f32): the staged kernel, 50304 being GPT-2's head, 1,500 rows being
+  // more than its grid (8 blocks an SM) so that blocks take a second row; then to 65,536 / 32,768
+  // the register kernel; above, misaligned rows and f64: the two-kernel path.
+  for (const Shape& s : {Shape{7, 33}, Shape{3, 2048}, Shape{5, 2056}, Shape{1500, 2056}, Shape{64, 50304}, Shape{2, 65536},
+                         Shape{2, 65544}}) {
     cross_entropy_rows_grad_case<bf16, i32, float>(s, rng, false);
     cross_entropy_rows_grad_case<f16, i64, float>(s, rng, false);
   }

@@ -6,8 +6,8 @@
 /// (fixed chunks per block, then one block adds the chunk sums in order, in double) into a device
 /// scalar: no atomics, no host synchronisation. Backward: one pass per row writing
 /// (exp(z - lse) - onehot) * dloss / N. Both at once (cross_entropy_rows_grad, the chunked LM
-/// head): a block per row holding the row in registers, one read of the logits and one write. MSE
-/// forward: the same two-pass sum over (x - y)^2.
+/// head): a block per row holding the row in shared memory (or registers), one read of the logits
+/// and one write. MSE forward: the same two-pass sum over (x - y)^2.
 /// An out-of-range target never indexes memory: its row's loss and gradient are NaN and, with a
 /// status tensor, the row is recorded (index_status.hpp).
 #pragma once
@@ -16,6 +16,7 @@
 #error "loss_cuda.cuh is for .cu translation units"
 #endif
 
+#include <cuda_pipeline.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -329,10 +330,86 @@ __global__ void __launch_bounds__(kOnePassThreads, 1)
   }
 }
 
-/// Losses, lse and dlogits = softmax - onehot of `rows` rows in one pass when a row fits the
-/// one-pass kernel's registers (f16 / bf16 / f32) and every row is packable; otherwise the forward
-/// kernel, then the backward kernel with a unit scale (two passes over the logits; the same results
-/// up to the forward's summation order).
+/// Threads of the staged cross-entropy (a block per row, two blocks an SM).
+inline constexpr int kStagedThreads = 512;
+
+/// The one-pass cross-entropy with the row staged in shared memory instead of registers: the block
+/// copies its row in with cp.async (16-byte packs, every copy in flight, no registers held), then
+/// takes the maximum, the sum of exp and the gradient in three passes over shared memory, with the
+/// register kernel's formulas. Its point is the second block on the SM: a row in registers takes a
+/// whole H100 register file (1,024 threads x 64), so that kernel's loads, passes and stores run one
+/// after another on each SM, where here one block's copies overlap the other's passes and stores.
+/// dlogits may be the logits: the row is in shared memory before the first store.
+template <int P, class A, class T, class I, class L>
+__global__ void __launch_bounds__(kStagedThreads, 2)
+    cross_entropy_staged_kernel(std::int64_t rows, std::int64_t vocab, const T* logits, const I* targets, L* losses,
+                                L* lse, T* dlogits, std::int64_t* status) {
+  extern __shared__ uint4 staged[];  // the row: vocab / P packs
+  __shared__ A smem[kStagedThreads / 32];
+  const std::int64_t packs = vocab / P;
+  for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const auto* zr = reinterpret_cast<const uint4*>(logits + row * vocab);
+    for (std::int64_t j = threadIdx.x; j < packs; j += kStagedThreads) __pipeline_memcpy_async(staged + j, zr + j, 16);
+    __pipeline_commit();
+    const auto t = static_cast<std::int64_t>(targets[row]);
+    const bool valid = t >= 0 && t < vocab;
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    A m = -infinity<A>();
+    for (std::int64_t j = threadIdx.x; j < packs; j += kStagedThreads) {
+      const uint4 z = staged[j];
+#pragma unroll
+      for (int k = 0; k < P; ++k) m = MaxKeepNan{}(m, pack_element<P, A, T>(z, k));
+    }
+    m = block_all_reduce<kStagedThreads>(m, MaxKeepNan{}, smem);
+    A s = A(0);
+    for (std::int64_t j = threadIdx.x; j < packs; j += kStagedThreads) {
+      const uint4 z = staged[j];
+#pragma unroll
+      for (int k = 0; k < P; ++k) s += exp_of(pack_element<P, A, T>(z, k) - m);
+    }
+    s = block_all_reduce<kStagedThreads>(s, Plus{}, smem);
+    // Rounded to L first, as the two-kernel path reads it back from lse.
+    const A l = to_acc<A>(cast<L>(m + log_of(s)));
+    if (threadIdx.x == 0) {
+      if (!valid) record_index_error(status, row, t);
+      const A zt = valid ? to_acc<A>(reinterpret_cast<const T*>(staged)[t]) : A(0);
+      lse[row] = cast<L>(l);
+      losses[row] = cast<L>(valid ? l - zt : quiet_nan<A>());
+    }
+    T* gr = dlogits + row * vocab;
+    for (std::int64_t j = threadIdx.x; j < packs; j += kStagedThreads) {
+      const uint4 z = staged[j];
+      A g[P];
+#pragma unroll
+      for (int k = 0; k < P; ++k) {
+        const A p = exp_of(pack_element<P, A, T>(z, k) - l);
+        g[k] = valid ? (j * P + k == t ? p - A(1) : p) : quiet_nan<A>();
+      }
+      store_pack_rn<P>(gr + j * P, g);
+    }
+    __syncthreads();  // the next row's copies overwrite the staged row
+  }
+}
+
+/// Dynamic shared memory of the staged kernel for a row of `vocab` T, or 0 where two of its blocks
+/// do not fit an SM of the current device (then a second block could not overlap the first).
+template <class T>
+std::size_t cross_entropy_staged_bytes(int device, std::int64_t vocab) {
+  int per_sm = 0, per_block = 0;
+  MIXTAPE_CUDA_CHECK(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
+  MIXTAPE_CUDA_CHECK(cudaDeviceGetAttribute(&per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const auto bytes = static_cast<std::size_t>(vocab) * sizeof(T);
+  constexpr std::size_t kPerBlockReserve = 1024 + sizeof(float) * (kStagedThreads / 32);  // runtime's + static
+  const bool fits = bytes <= static_cast<std::size_t>(per_block) && 2 * (bytes + kPerBlockReserve) <= static_cast<std::size_t>(per_sm);
+  return fits ? bytes : 0;
+}
+
+/// Losses, lse and dlogits = softmax - onehot of `rows` rows in one pass when every row is packable
+/// (f16 / bf16 / f32) and fits shared memory twice an SM (the staged kernel: GPT-2's 50,304 bf16
+/// logits on an H100) or else the one-pass kernel's registers; otherwise the forward kernel, then
+/// the backward kernel with a unit scale (two passes over the logits). The paths give the same
+/// results up to their summation orders.
 template <class A, class T, class I, class L>
 void cross_entropy_rows_grad(const ExecutionContext& ctx, const T* logits, const I* targets, L* losses, L* lse,
                              T* dlogits, std::int64_t rows, std::int64_t vocab, std::int64_t* status) {
@@ -340,9 +417,21 @@ void cross_entropy_rows_grad(const ExecutionContext& ctx, const T* logits, const
   DeviceScope scope(ctx.device().index());
   if constexpr (sizeof(T) <= 4) {  // f64 rows would not fit the registers
     constexpr int P = kPackOf<T>;
-    const bool one_pass = vocab > kWarpPerRowMaxCols && vocab <= std::int64_t{kOnePassThreads} * kOnePassPacks * P &&
-                          rows_packable<P>(vocab, logits, dlogits);
-    if (one_pass) {
+    const bool packable = vocab > kWarpPerRowMaxCols && rows_packable<P>(vocab, logits, dlogits);
+    const std::size_t staged_bytes = packable ? cross_entropy_staged_bytes<T>(ctx.device().index(), vocab) : 0;
+    if (staged_bytes > 0) {
+      auto kernel = cross_entropy_staged_kernel<P, A, T, I, L>;
+      MIXTAPE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              static_cast<int>(staged_bytes)));
+      int sms = 0;
+      MIXTAPE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, ctx.device().index()));
+      const auto grid = static_cast<unsigned>(std::min<std::int64_t>(rows, std::int64_t{8} * sms));
+      kernel<<<grid, kStagedThreads, staged_bytes, ctx.stream()>>>(rows, vocab, logits, targets, losses, lse, dlogits,
+                                                                   status);
+      MIXTAPE_CUDA_CHECK(cudaGetLastError());
+      return;
+    }
+    if (packable && vocab <= std::int64_t{kOnePassThreads} * kOnePassPacks * P) {
       const auto grid = static_cast<unsigned>(std::min<std::int64_t>(rows, 65535));
       cross_entropy_one_pass_kernel<P, A><<<grid, kOnePassThreads, 0, ctx.stream()>>>(rows, vocab, logits, targets,
                                                                                       losses, lse, dlogits, status);
