@@ -13,7 +13,8 @@
 #                              full build with bench/patches/NAME.patch applied, each in turn (left applied in this
 #                              call's copy), then ctest -L cuda on the patched build (~560 s)
 #   bench/gpu_run.sh ab-bench  (next call, machine still warm) bench_attention and gpt_bench for each
-#                              of $PRECISIONS, HEAD against the patched build, interleaved, twice
+#                              of $PRECISIONS, HEAD against the patched build, interleaved, twice;
+#                              PROFILE=1 adds both sides' kernel profiles (bf16-mixed)
 # POLICIES="bf16_mixed;f32_true" builds only those policies (gpt_bench --precision tf32 is f32_true).
 # The peer script travels as .carry/torch_gpt.py, Catch2 as .carry/catch2.tar. Output under $OUT.
 set -uo pipefail
@@ -99,6 +100,14 @@ case ${1:-} in
       for p in ${PRECISIONS:-bf16-mixed}; do
         for d in /tmp/base_build build-gpu; do echo "== gpt2 $p $d"; "$d/bench/gpt_bench" --precision "$p" | tail -n 1; done
       done
-    done ;;
+    done
+    # PROFILE=1: both sides' kernels of one bf16-mixed step, for patches that share a run
+    if [ "${PROFILE:-0}" = 1 ]; then
+      for d in /tmp/base_build build-gpu; do
+        n=$([ "$d" = build-gpu ] && echo patched || echo base)
+        bash bench/kernel_profile.sh "$d/bench/gpt_bench" --precision bf16-mixed > "$out/profile_$n.md" 2>&1
+        echo "== profile $n"; head -30 "$out/profile_$n.md"
+      done
+    fi ;;
   *) echo "usage: gpu_run.sh build|test|bench|profile|compare|patch|ab|ab-bench" >&2; exit 2 ;;
 esac
