@@ -401,7 +401,8 @@ std::size_t cross_entropy_staged_bytes(int device, std::int64_t vocab) {
   MIXTAPE_CUDA_CHECK(cudaDeviceGetAttribute(&per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   const auto bytes = static_cast<std::size_t>(vocab) * sizeof(T);
   constexpr std::size_t kPerBlockReserve = 1024 + sizeof(float) * (kStagedThreads / 32);  // runtime's + static
-  const bool fits = bytes <= static_cast<std::size_t>(per_block) && 2 * (bytes + kPerBlockReserve) <= static_cast<std::size_t>(per_sm);
+  const bool fits = bytes <= static_cast<std::size_t>(per_block) &&
+                    2 * (bytes + kPerBlockReserve) <= static_cast<std::size_t>(per_sm);
   return fits ? bytes : 0;
 }
 
