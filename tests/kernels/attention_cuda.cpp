@@ -11,7 +11,6 @@
 // the exact values with the bound itself.
 #include "attention_test_ref.hpp"
 
-#include <array>
 #include <cstring>
 
 #include "attention_cuda_helpers.hpp"
@@ -60,6 +59,48 @@ template <class T>
 bool same_bits(const Tensor<T>& a, const Tensor<T>& b, const ExecutionContext& ctx = dev()) {
   const auto va = to_vector(ctx, a), vb = to_vector(ctx, b);
   return std::memcmp(va.data(), vb.data(), va.size() * sizeof(T)) == 0;
+}
+
+// Forward then backward by direct kernel calls on ctx; y, lse and dqkv on the host.
+template <class T>
+struct DirectRun {
+  Tensor<T> y;
+  Tensor<float> lse;
+  Tensor<T> dqkv;
+};
+template <class T>
+DirectRun<T> run_direct(const ExecutionContext& ctx, const Tensor<T>& qkv, const Tensor<T>& dy,
+                        const ktest::AttentionCase& cs) {
+  const auto qd = on_dev(qkv, ctx), dyd = on_dev(dy, ctx);
+  auto yd = Tensor<T>::empty(ctx, dy.shape());
+  auto ld = Tensor<float>::empty(ctx, {cs.b, cs.h, cs.t});
+  auto gd = Tensor<T>::empty(ctx, qkv.shape());
+  kattn::forward(ctx, qd, cs.h, yd, ld);
+  kattn::backward(ctx, qd, yd, dyd, ld, cs.h, gd, false);
+  return {to_device(ctx, yd, Device::cpu()), to_device(ctx, ld, Device::cpu()), to_device(ctx, gd, Device::cpu())};
+}
+
+// The autograd op on ctx against direct kernel calls on a fresh draw: the fused node's backward is
+// the kernel itself, so y and dqkv have equal bits. Returns the draw and the op's y.
+template <class T>
+struct AutogradRun {
+  Tensor<T> qkv, dy, y;
+};
+template <class T>
+AutogradRun<T> check_autograd_is_direct(const ExecutionContext& ctx, std::mt19937_64& rng,
+                                        const ktest::AttentionCase& cs) {
+  const std::int64_t C = cs.h * cs.d;
+  auto qkv = Tensor<T>::empty(host(), {cs.b, cs.t, 3 * C});
+  auto dy = Tensor<T>::empty(host(), {cs.b, cs.t, C});
+  ktest::fill_random(qkv, rng, -2, 2);
+  ktest::fill_random(dy, rng, -1, 1);
+  auto y = Tensor<T>::empty(host(), dy.shape());
+  auto g = Tensor<T>::empty(host(), qkv.shape());
+  kattn::autograd_attention(ctx, qkv, dy, cs.h, y, g);
+  const auto direct = run_direct(ctx, qkv, dy, cs);
+  CHECK(ktest::bitwise_equal(y, direct.y));
+  CHECK(ktest::bitwise_equal(g, direct.dqkv));
+  return {qkv, dy, y};
 }
 
 template <class T>
@@ -249,72 +290,29 @@ TEST_CASE("TF32 attention rounds raw f32 inputs as cvt.rna does", "[cuda][kernel
     round_to_tf32(rounded);
     round_to_tf32(dy_rounded);
     REQUIRE_FALSE(ktest::bitwise_equal(raw, rounded));  // the draw has bits below TF32's
-    auto run = [&](const Tensor<float>& qkv, const Tensor<float>& dy) {
-      const auto qd = on_dev(qkv, tc), dyd = on_dev(dy, tc);
-      auto yd = Tensor<float>::empty(tc, dy.shape());
-      auto ld = Tensor<float>::empty(tc, {cs.b, cs.h, cs.t});
-      auto gd = Tensor<float>::empty(tc, qkv.shape());
-      kattn::forward(tc, qd, cs.h, yd, ld);
-      kattn::backward(tc, qd, yd, dyd, ld, cs.h, gd, false);
-      return std::array{to_device(tc, yd, Device::cpu()), to_device(tc, ld, Device::cpu()),
-                        to_device(tc, gd, Device::cpu())};
-    };
-    const auto a = run(raw, dy_raw), b = run(rounded, dy_rounded);
-    CHECK(ktest::bitwise_equal(a[0], b[0]));
-    CHECK(ktest::bitwise_equal(a[1], b[1]));
-    CHECK(ktest::bitwise_equal(a[2], b[2]));
+    const auto a = run_direct(tc, raw, dy_raw, cs), b = run_direct(tc, rounded, dy_rounded, cs);
+    CHECK(ktest::bitwise_equal(a.y, b.y));
+    CHECK(ktest::bitwise_equal(a.lse, b.lse));
+    CHECK(ktest::bitwise_equal(a.dqkv, b.dqkv));
   }
 }
 
 TEST_CASE("autograd causal_self_attention takes the fused kernels for f32 on a TF32 context",
           "[cuda][autograd][attention][tf32]") {
-  const ExecutionContext& tc = tf32_dev();
   std::mt19937_64 rng(ktest::fresh_seed());
   const ktest::AttentionCase cs{2, 100, 2, 64};
-  const std::int64_t C = cs.h * cs.d;
-  auto qkv = Tensor<float>::empty(host(), {cs.b, cs.t, 3 * C});
-  auto dy = Tensor<float>::empty(host(), {cs.b, cs.t, C});
-  ktest::fill_random(qkv, rng, -2, 2);
-  ktest::fill_random(dy, rng, -1, 1);
-  auto y = Tensor<float>::empty(host(), dy.shape());
-  auto g = Tensor<float>::empty(host(), qkv.shape());
-  kattn::autograd_attention(tc, qkv, dy, cs.h, y, g);
-  const auto qd = on_dev(qkv, tc), dyd = on_dev(dy, tc);
-  auto yd = Tensor<float>::empty(tc, dy.shape());
-  auto ld = Tensor<float>::empty(tc, {cs.b, cs.h, cs.t});
-  auto gd = Tensor<float>::empty(tc, qkv.shape());
-  kattn::forward(tc, qd, cs.h, yd, ld);
-  kattn::backward(tc, qd, yd, dyd, ld, cs.h, gd, false);
-  CHECK(ktest::bitwise_equal(y, to_device(tc, yd, Device::cpu())));
-  CHECK(ktest::bitwise_equal(g, to_device(tc, gd, Device::cpu())));
+  const auto r = check_autograd_is_direct<float>(tf32_dev(), rng, cs);
   // Without TF32 the f32 op keeps the unfused full-f32 reference: the same values within the TF32
   // kernels' error, but not their bits.
-  auto y_ref = Tensor<float>::empty(host(), dy.shape());
-  auto g_ref = Tensor<float>::empty(host(), qkv.shape());
-  kattn::autograd_attention(dev(), qkv, dy, cs.h, y_ref, g_ref);
-  CHECK_FALSE(ktest::bitwise_equal(y, y_ref));
+  auto y_ref = Tensor<float>::empty(host(), r.dy.shape());
+  auto g_ref = Tensor<float>::empty(host(), r.qkv.shape());
+  kattn::autograd_attention(dev(), r.qkv, r.dy, cs.h, y_ref, g_ref);
+  CHECK_FALSE(ktest::bitwise_equal(r.y, y_ref));
 }
 
 TEST_CASE("autograd causal_self_attention takes the fused kernels on CUDA for bf16", "[cuda][autograd][attention]") {
   std::mt19937_64 rng(ktest::fresh_seed());
-  const ktest::AttentionCase cs{2, 100, 2, 64};
-  const std::int64_t C = cs.h * cs.d;
-  auto qkv = Tensor<bf16>::empty(host(), {cs.b, cs.t, 3 * C});
-  auto dy = Tensor<bf16>::empty(host(), {cs.b, cs.t, C});
-  ktest::fill_random(qkv, rng, -2, 2);
-  ktest::fill_random(dy, rng, -1, 1);
-  auto y = Tensor<bf16>::empty(host(), dy.shape());
-  auto g = Tensor<bf16>::empty(host(), qkv.shape());
-  kattn::autograd_attention(dev(), qkv, dy, cs.h, y, g);
-  // The fused node's backward is the kernel itself: equal bits to a direct call.
-  const auto qd = on_dev(qkv), dyd = on_dev(dy);
-  auto yd = Tensor<bf16>::empty(dev(), dy.shape());
-  auto ld = Tensor<float>::empty(dev(), {cs.b, cs.h, cs.t});
-  auto gd = Tensor<bf16>::empty(dev(), qkv.shape());
-  kattn::forward(dev(), qd, cs.h, yd, ld);
-  kattn::backward(dev(), qd, yd, dyd, ld, cs.h, gd, false);
-  CHECK(ktest::bitwise_equal(y, to_device(dev(), yd, Device::cpu())));
-  CHECK(ktest::bitwise_equal(g, to_device(dev(), gd, Device::cpu())));
+  check_autograd_is_direct<bf16>(dev(), rng, {2, 100, 2, 64});
 }
 
 TEST_CASE("CUDA fused attention rejects what its kernels do not take", "[cuda][kernels][attention][errors]") {
