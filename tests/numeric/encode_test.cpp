@@ -273,3 +273,31 @@ TEST_CASE("f32 -> bf16 nearest-even: the branch-free host path equals the portab
   }
   CHECK(differ == 0);
 }
+
+TEST_CASE("f32 -> bf16 stochastic: the add-and-shift path equals the portable one for every float, at both "
+          "sides of each input's threshold, in both modes",
+          "[numeric][encode][stochastic][exhaustive]") {
+  using mixtape::Rounding;
+  using mixtape::detail::BF16Format;
+  using mixtape::detail::F32Format;
+  // Input x rounds up exactly when D + (word >> 16) >= 2^16 (D: its low 16 bits), so the word
+  // whose top half is 2^16 - D is the smallest that rounds it up and the one below the largest
+  // that does not. Each input gets one of the two words and one of the two modes, alternating
+  // with its two lowest bits, so every (sign, exponent, top bits) meets all four combinations;
+  // the low half of the word is junk that must not matter.
+  std::uint64_t differ = 0;
+  for (std::uint64_t i = 0; i <= 0xFFFFFFFFull; ++i) {
+    const auto x = static_cast<std::uint32_t>(i);
+    const std::uint32_t d = x & 0xFFFFu;
+    const std::uint32_t top = (0x10000u - d - ((i >> 1) & 1u)) & 0xFFFFu;  // D = 0: 0 or 0xFFFF
+    const std::uint32_t word = (top << 16) | (static_cast<std::uint32_t>(i * 0x9E3779B9u) >> 16);
+    if ((i & 1u) == 0) {
+      differ += mixtape::detail::convert_bits<BF16Format, F32Format, Rounding::stochastic>(x, word) !=
+                mixtape::detail::convert_bits_portable<BF16Format, F32Format, Rounding::stochastic>(x, word);
+    } else {
+      differ += mixtape::detail::convert_bits<BF16Format, F32Format, Rounding::stochastic_saturate>(x, word) !=
+                mixtape::detail::convert_bits_portable<BF16Format, F32Format, Rounding::stochastic_saturate>(x, word);
+    }
+  }
+  CHECK(differ == 0);
+}
