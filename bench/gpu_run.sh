@@ -9,12 +9,16 @@
 #   bench/gpu_run.sh compare [ROUNDS] [CASE...]   bench/compare.sh
 #   bench/gpu_run.sh patch NAME  apply bench/patches/NAME.patch, rebuild, run the cuda tests, the
 #                              attention kernels and GPT-2 bf16-mixed (ours), then take the patch out
-#   bench/gpu_run.sh ab NAME...  HEAD's gpt_bench and bench_attention into /tmp/base_build beside the
-#                              full build with bench/patches/NAME.patch applied, each in turn (left applied in this
-#                              call's copy), then ctest -L cuda on the patched build (~560 s)
-#   bench/gpu_run.sh ab-bench  (next call, machine still warm) bench_attention and gpt_bench for each
-#                              of $PRECISIONS, HEAD against the patched build, interleaved, twice;
-#                              PROFILE=1 adds both sides' kernel profiles (bf16-mixed)
+#   bench/gpu_run.sh ab NAME...  HEAD's gpt_bench, bench_attention and bench_bandwidth into
+#                              /tmp/base_build beside the full build with bench/patches/NAME.patch applied,
+#                              each in turn (left applied in this call's copy), then ctest -L cuda on the
+#                              patched build (~560 s; AB_TESTS=0 stops after the builds, for `test` next)
+#   bench/gpu_run.sh ab-bench  (next call, machine still warm) bench_attention, bench_bandwidth and
+#                              gpt_bench for each of $PRECISIONS, HEAD against the patched build,
+#                              interleaved, twice; CE_ROWS="4096 8192" adds the patched build's GPT-2
+#                              bf16-mixed at those --ce-chunk-rows; PROFILE=1 adds both sides' kernel
+#                              profiles of bf16-mixed and the patched build's of $PROFILE_PRECISIONS
+#   bench/gpu_run.sh peer      the peer's torch.compile run for each of $PRECISIONS
 # POLICIES="bf16_mixed;f32_true" builds only those policies (gpt_bench --precision tf32 is f32_true).
 # The peer script travels as .carry/torch_gpt.py, Catch2 as .carry/catch2.tar. Output under $OUT.
 set -uo pipefail
@@ -29,7 +33,7 @@ ensure_build() {
     cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXTAPE_EXAMPLE_POLICIES="$policies" \
       >"$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
     local start=$(date +%s)
-    local targets="gpt_bench mlp_bench bench_attention"
+    local targets="gpt_bench mlp_bench bench_attention bench_bandwidth"
     [ "${BENCH_ONLY:-0}" = 1 ] || targets="$targets test_autograd_cuda test_backends_gpu_host_first test_backends_gpu_cuda_first \
       test_blas_cuda test_core_cuda test_kernels_cuda test_kernels_attention_cuda test_nn_cuda test_nn_gpt_cuda \
       test_numeric_cuda test_optim_cuda test_kernels_model_cuda"
@@ -87,27 +91,45 @@ case ${1:-} in
       tar --exclude=./build --exclude=./build-gpu --exclude=./.carry -cf - . | tar -xf - -C /tmp/base_src
     ( cmake -S /tmp/base_src -B /tmp/base_build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXTAPE_EXAMPLE_POLICIES="$policies" \
         >"$out/configure_base.log" 2>&1 &&
-      cmake --build /tmp/base_build -j 3 --target bench_attention gpt_bench >"$out/build_base.log" 2>&1
+      cmake --build /tmp/base_build -j 3 --target bench_attention bench_bandwidth gpt_bench >"$out/build_base.log" 2>&1
       echo "base build rc=$?" ) &
     for n in "${@:2}"; do git apply "bench/patches/$n.patch" || exit 1; done
     ensure_build force
     wait
+    [ "${AB_TESTS:-1}" = 1 ] || exit 0
     run_cuda_tests "$out/ctest.log"
     exit $? ;;
   ab-bench)
+    for d in /tmp/base_build build-gpu; do
+      [ -x "$d/bench/bench_bandwidth" ] && { echo "== bandwidth $d"; "$d/bench/bench_bandwidth" 20; }
+    done
     for r in 1 2; do
       for d in /tmp/base_build build-gpu; do echo "== attention $d"; "$d/bench/bench_attention"; done
       for p in ${PRECISIONS:-bf16-mixed}; do
         for d in /tmp/base_build build-gpu; do echo "== gpt2 $p $d"; "$d/bench/gpt_bench" --precision "$p" | tail -n 1; done
       done
     done
-    # PROFILE=1: both sides' kernels of one bf16-mixed step, for patches that share a run
+    for rows in ${CE_ROWS:-}; do
+      echo "== gpt2 bf16-mixed build-gpu --ce-chunk-rows $rows"
+      build-gpu/bench/gpt_bench --precision bf16-mixed --ce-chunk-rows "$rows" | tail -n 1
+    done
+    # PROFILE=1: both sides' kernels of one bf16-mixed step, for patches that share a run; then the
+    # patched build's other precisions
     if [ "${PROFILE:-0}" = 1 ]; then
       for d in /tmp/base_build build-gpu; do
         n=$([ "$d" = build-gpu ] && echo patched || echo base)
         bash bench/kernel_profile.sh "$d/bench/gpt_bench" --precision bf16-mixed > "$out/profile_$n.md" 2>&1
         echo "== profile $n"; head -30 "$out/profile_$n.md"
       done
+      for p in ${PROFILE_PRECISIONS:-}; do
+        bash bench/kernel_profile.sh build-gpu/bench/gpt_bench --precision "$p" > "$out/profile_patched_$p.md" 2>&1
+        echo "== profile patched $p"; head -30 "$out/profile_patched_$p.md"
+      done
     fi ;;
-  *) echo "usage: gpu_run.sh build|test|bench|profile|compare|patch|ab|ab-bench" >&2; exit 2 ;;
+  peer)
+    for p in ${PRECISIONS:-bf16-mixed}; do
+      echo "== peer gpt2 $p torch.compile"
+      python3 $peer gpt --precision "$p" --compile 2>"$out/peer_$p.err" | tail -n 1 | tee -a "$out/peer.jsonl"
+    done ;;
+  *) echo "usage: gpu_run.sh build|test|bench|profile|compare|patch|ab|ab-bench|peer" >&2; exit 2 ;;
 esac
