@@ -18,7 +18,8 @@
 #                              interleaved, twice; CE_ROWS="4096 8192" adds the patched build's GPT-2
 #                              bf16-mixed at those --ce-chunk-rows; PROFILE=1 adds both sides' kernel
 #                              profiles of bf16-mixed and the patched build's of $PROFILE_PRECISIONS
-#   bench/gpu_run.sh peer      the peer's torch.compile run for each of $PRECISIONS
+#   bench/gpu_run.sh peer      the peer's torch.compile run for each of $PRECISIONS; PEER_PROFILE="P..."
+#                              adds the peer's compiled step kernel by kernel (kernel_profile.sh)
 # POLICIES="bf16_mixed;f32_true" builds only those policies (gpt_bench --precision tf32 is f32_true).
 # The peer script travels as .carry/torch_gpt.py, Catch2 as .carry/catch2.tar. Output under $OUT.
 set -uo pipefail
@@ -130,6 +131,11 @@ case ${1:-} in
     for p in ${PRECISIONS:-bf16-mixed}; do
       echo "== peer gpt2 $p torch.compile"
       python3 $peer gpt --precision "$p" --compile 2>"$out/peer_$p.err" | tail -n 1 | tee -a "$out/peer.jsonl"
+    done
+    # PEER_PROFILE="bf16-true": the peer's compiled step kernel by kernel (which attention, which GEMMs)
+    for p in ${PEER_PROFILE:-}; do
+      bash bench/kernel_profile.sh python3 $peer gpt --precision "$p" --compile > "$out/profile_peer_$p.md" 2>&1
+      echo "== profile peer $p"; head -40 "$out/profile_peer_$p.md"
     done ;;
   *) echo "usage: gpu_run.sh build|test|bench|profile|compare|patch|ab|ab-bench|peer" >&2; exit 2 ;;
 esac

@@ -5,13 +5,18 @@
 # overlap or launch gaps) and prints the kernels grouped by name, largest first.
 #
 #   bench/kernel_profile.sh BIN [benchmark flags]     e.g. build/bench/gpt_bench --precision bf16-mixed
+#   bench/kernel_profile.sh python3 .carry/torch_gpt.py gpt --precision bf16-true --compile   (the peer)
 #   CSV=FILE keeps the raw ncu table.
 set -euo pipefail
 bin=${1:?usage: kernel_profile.sh BIN [flags]}
 shift
 csv=${CSV:-$(mktemp /tmp/kernel_profile.XXXXXX.csv)}
-ncu --clock-control none --metrics gpu__time_duration.sum --csv --log-file "$csv" \
-  "$bin" "$@" --cuda-graph off --warmup 1 --steps 1 --val-tokens 0 > /dev/null
+steps="--warmup 1 --steps 1 --val-tokens 0"
+case $(basename "$bin") in
+  python*) flags="--warmup 2 --steps 1 --val-tokens 0" ;;  # the peer: a steady step after compiling
+  *) flags="--cuda-graph off $steps" ;;
+esac
+ncu --clock-control none --metrics gpu__time_duration.sum --csv --log-file "$csv" "$bin" "$@" $flags > /dev/null
 python3 - "$csv" <<'PY'
 import csv, collections, sys
 rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))]
