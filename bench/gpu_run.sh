@@ -21,14 +21,18 @@
 #   bench/gpu_run.sh peer      the peer's torch.compile run for each of $PRECISIONS; PEER_PROFILE="P..."
 #                              adds the peer's compiled step kernel by kernel (kernel_profile.sh)
 # POLICIES="bf16_mixed;f32_true" builds only those policies (gpt_bench --precision tf32 is f32_true).
-# PATCHES="NAME..." applies those bench/patches first, in any phase: each device call gets a fresh
-# copy of the tree, so a later call that rebuilds the patched tree names them again.
+# PATCHES="NAME..." applies those bench/patches first, in any phase but ab (whose base is the tree
+# as it comes): each device call gets a fresh copy of the tree, so a later call that rebuilds the
+# patched tree names them again.
 # The peer script travels as .carry/torch_gpt.py, Catch2 as .carry/catch2.tar. Output under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-for n in ${PATCHES:-}; do
-  git apply --reverse --check "bench/patches/$n.patch" 2>/dev/null || git apply "bench/patches/$n.patch" || exit 1
-done
+apply_patch() {  # applies bench/patches/$1.patch unless it is applied already
+  git apply --reverse --check "bench/patches/$1.patch" 2>/dev/null || git apply "bench/patches/$1.patch"
+}
+if [ "${1:-}" != ab ]; then
+  for n in ${PATCHES:-}; do apply_patch "$n" || exit 1; done
+fi
 out=${OUT:-/tmp/mixtape_gpu}
 mkdir -p "$out"
 if [ ! -f /usr/include/catch2/catch.hpp ] && [ -f .carry/catch2.tar ]; then tar -C / -xf .carry/catch2.tar; fi
@@ -99,9 +103,7 @@ case ${1:-} in
         >"$out/configure_base.log" 2>&1 &&
       cmake --build /tmp/base_build -j 3 --target bench_attention bench_bandwidth gpt_bench >"$out/build_base.log" 2>&1
       echo "base build rc=$?" ) &
-    for n in "${@:2}"; do
-      git apply --reverse --check "bench/patches/$n.patch" 2>/dev/null || git apply "bench/patches/$n.patch" || exit 1
-    done
+    for n in "${@:2}"; do apply_patch "$n" || exit 1; done
     ensure_build force
     wait
     [ "${AB_TESTS:-1}" = 1 ] || exit 0

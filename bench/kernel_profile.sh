@@ -11,10 +11,9 @@ set -euo pipefail
 bin=${1:?usage: kernel_profile.sh BIN [flags]}
 shift
 csv=${CSV:-$(mktemp /tmp/kernel_profile.XXXXXX.csv)}
-steps="--warmup 1 --steps 1 --val-tokens 0"
 case $(basename "$bin") in
   python*) flags="--warmup 2 --steps 1 --val-tokens 0" ;;  # the peer: a steady step after compiling
-  *) flags="--cuda-graph off $steps" ;;
+  *) flags="--cuda-graph off --warmup 1 --steps 1 --val-tokens 0" ;;
 esac
 ncu --clock-control none --metrics gpu__time_duration.sum --csv --log-file "$csv" "$bin" "$@" $flags > /dev/null
 python3 - "$csv" <<'PY'
