@@ -18,6 +18,7 @@
 #                              interleaved, twice; CE_ROWS="4096 8192" adds the patched build's GPT-2
 #                              bf16-mixed at those --ce-chunk-rows; PROFILE=1 adds both sides' kernel
 #                              profiles of bf16-mixed and the patched build's of $PROFILE_PRECISIONS
+#                              (PROFILE=only: the profiles without the timings)
 #   bench/gpu_run.sh peer      the peer's torch.compile run for each of $PRECISIONS; PEER_PROFILE="P..."
 #                              adds the peer's compiled step kernel by kernel (kernel_profile.sh)
 # POLICIES="bf16_mixed;f32_true" builds only those policies (gpt_bench --precision tf32 is f32_true).
@@ -110,22 +111,24 @@ case ${1:-} in
     run_cuda_tests "$out/ctest.log"
     exit $? ;;
   ab-bench)
-    for d in /tmp/base_build build-gpu; do
-      [ -x "$d/bench/bench_bandwidth" ] && { echo "== bandwidth $d"; "$d/bench/bench_bandwidth" 20; }
-    done
-    for r in 1 2; do
-      for d in /tmp/base_build build-gpu; do echo "== attention $d"; "$d/bench/bench_attention"; done
-      for p in ${PRECISIONS:-bf16-mixed}; do
-        for d in /tmp/base_build build-gpu; do echo "== gpt2 $p $d"; "$d/bench/gpt_bench" --precision "$p" | tail -n 1; done
+    if [ "${PROFILE:-0}" != only ]; then
+      for d in /tmp/base_build build-gpu; do
+        [ -x "$d/bench/bench_bandwidth" ] && { echo "== bandwidth $d"; "$d/bench/bench_bandwidth" 20; }
       done
-    done
-    for rows in ${CE_ROWS:-}; do
-      echo "== gpt2 bf16-mixed build-gpu --ce-chunk-rows $rows"
-      build-gpu/bench/gpt_bench --precision bf16-mixed --ce-chunk-rows "$rows" | tail -n 1
-    done
-    # PROFILE=1: both sides' kernels of one bf16-mixed step, for patches that share a run; then the
-    # patched build's other precisions
-    if [ "${PROFILE:-0}" = 1 ]; then
+      for r in 1 2; do
+        for d in /tmp/base_build build-gpu; do echo "== attention $d"; "$d/bench/bench_attention"; done
+        for p in ${PRECISIONS:-bf16-mixed}; do
+          for d in /tmp/base_build build-gpu; do echo "== gpt2 $p $d"; "$d/bench/gpt_bench" --precision "$p" | tail -n 1; done
+        done
+      done
+      for rows in ${CE_ROWS:-}; do
+        echo "== gpt2 bf16-mixed build-gpu --ce-chunk-rows $rows"
+        build-gpu/bench/gpt_bench --precision bf16-mixed --ce-chunk-rows "$rows" | tail -n 1
+      done
+    fi
+    # PROFILE=1 (after the timings) or PROFILE=only: both sides' kernels of one bf16-mixed step, for
+    # patches that share a run; then the patched build's other precisions
+    if [ "${PROFILE:-0}" != 0 ]; then
       for d in /tmp/base_build build-gpu; do
         n=$([ "$d" = build-gpu ] && echo patched || echo base)
         bash bench/kernel_profile.sh "$d/bench/gpt_bench" --precision bf16-mixed > "$out/profile_$n.md" 2>&1
@@ -137,7 +140,7 @@ case ${1:-} in
       done
     fi ;;
   peer)
-    for p in ${PRECISIONS:-bf16-mixed}; do
+    for p in ${PRECISIONS-bf16-mixed}; do  # PRECISIONS="" runs none (PEER_PROFILE alone)
       echo "== peer gpt2 $p torch.compile"
       python3 $peer gpt --precision "$p" --compile 2>"$out/peer_$p.err" | tail -n 1 | tee -a "$out/peer.jsonl"
     done
