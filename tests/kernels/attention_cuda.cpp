@@ -80,6 +80,34 @@ DirectRun<T> run_direct(const ExecutionContext& ctx, const Tensor<T>& qkv, const
   return {to_device(ctx, yd, Device::cpu()), to_device(ctx, ld, Device::cpu()), to_device(ctx, gd, Device::cpu())};
 }
 
+// Forward and backward on ctx, then both again from the same inputs (the second backward reads
+// the first run's y and lse, so each kernel's determinism is checked on its own): no atomics,
+// fixed summation orders, so the bits agree. Returns the first run's device tensors.
+template <class T>
+struct DeviceRun {
+  Tensor<T> y;
+  Tensor<float> lse;
+  Tensor<T> dqkv;
+};
+template <class T>
+DeviceRun<T> run_device_twice(const ExecutionContext& ctx, const Tensor<T>& qkv, const Tensor<T>& dy,
+                              const ktest::AttentionCase& cs) {
+  const auto qd = on_dev(qkv, ctx), dyd = on_dev(dy, ctx);
+  DeviceRun<T> r{Tensor<T>::empty(ctx, dy.shape()), Tensor<float>::empty(ctx, {cs.b, cs.h, cs.t}),
+                 Tensor<T>::empty(ctx, qkv.shape())};
+  kattn::forward(ctx, qd, cs.h, r.y, r.lse);
+  kattn::backward(ctx, qd, r.y, dyd, r.lse, cs.h, r.dqkv, false);
+  auto y2 = Tensor<T>::empty(ctx, dy.shape());
+  auto lse2 = Tensor<float>::empty(ctx, {cs.b, cs.h, cs.t});
+  auto dqkv2 = Tensor<T>::empty(ctx, qkv.shape());
+  kattn::forward(ctx, qd, cs.h, y2, lse2);
+  kattn::backward(ctx, qd, r.y, dyd, r.lse, cs.h, dqkv2, false);
+  CHECK(same_bits(r.y, y2, ctx));
+  CHECK(same_bits(r.lse, lse2, ctx));
+  CHECK(same_bits(r.dqkv, dqkv2, ctx));
+  return r;
+}
+
 // The autograd op on ctx against direct kernel calls on a fresh draw: the fused node's backward is
 // the kernel itself, so y and dqkv have equal bits. Returns the draw and the op's y.
 template <class T>
@@ -119,29 +147,13 @@ void check_device_against_host(std::mt19937_64& rng, const ktest::AttentionCase&
   kernels::causal_attention_forward(host(), qkv, cs.h, yh, lh);
   kernels::causal_attention_backward(host(), qkv, yh, dy, lh, cs.h, gh, false);
 
-  const auto qd = on_dev(qkv), dyd = on_dev(dy);
-  auto yd = Tensor<T>::empty(dev(), dy.shape());
-  auto ld = Tensor<float>::empty(dev(), {cs.b, cs.h, cs.t});
-  auto gd = Tensor<T>::empty(dev(), qkv.shape());
-  kattn::forward(dev(), qd, cs.h, yd, ld);
-  kattn::backward(dev(), qd, yd, dyd, ld, cs.h, gd, false);
-
-  require_within("y device vs exact", dev_values(yd), ex.y, ex.tol_y);
-  require_within("lse device vs exact", dev_values(ld), ex.lse, ex.tol_lse);
-  require_within("dqkv device vs exact", dev_values(gd), ex.dqkv, ex.tol_dqkv);
-  require_within("y device vs host", dev_values(yd), ktest::values(yh), ex.tol_y, 2.0);
-  require_within("lse device vs host", dev_values(ld), ktest::values(lh), ex.tol_lse, 2.0);
-  require_within("dqkv device vs host", dev_values(gd), ktest::values(gh), ex.tol_dqkv, 2.0);
-
-  // Deterministic: no atomics, fixed summation orders.
-  auto yd2 = Tensor<T>::empty(dev(), dy.shape());
-  auto ld2 = Tensor<float>::empty(dev(), {cs.b, cs.h, cs.t});
-  auto gd2 = Tensor<T>::empty(dev(), qkv.shape());
-  kattn::forward(dev(), qd, cs.h, yd2, ld2);
-  kattn::backward(dev(), qd, yd, dyd, ld, cs.h, gd2, false);
-  CHECK(same_bits(yd, yd2));
-  CHECK(same_bits(ld, ld2));
-  CHECK(same_bits(gd, gd2));
+  const auto d = run_device_twice(dev(), qkv, dy, cs);
+  require_within("y device vs exact", dev_values(d.y), ex.y, ex.tol_y);
+  require_within("lse device vs exact", dev_values(d.lse), ex.lse, ex.tol_lse);
+  require_within("dqkv device vs exact", dev_values(d.dqkv), ex.dqkv, ex.tol_dqkv);
+  require_within("y device vs host", dev_values(d.y), ktest::values(yh), ex.tol_y, 2.0);
+  require_within("lse device vs host", dev_values(d.lse), ktest::values(lh), ex.tol_lse, 2.0);
+  require_within("dqkv device vs host", dev_values(d.dqkv), ktest::values(gh), ex.tol_dqkv, 2.0);
 }
 
 }  // namespace
@@ -249,26 +261,12 @@ TEST_CASE("CUDA fused attention for f32 operands on TF32 tensor cores matches th
       kernels::causal_attention_forward(host(), qkv, cs.h, yh, lh);
       kernels::causal_attention_backward(host(), qkv, yh, dy, lh, cs.h, gh, false);
 
-      const auto qd = on_dev(qkv, tc), dyd = on_dev(dy, tc);
-      auto yd = Tensor<float>::empty(tc, dy.shape());
-      auto ld = Tensor<float>::empty(tc, {cs.b, cs.h, cs.t});
-      auto gd = Tensor<float>::empty(tc, qkv.shape());
-      kattn::forward(tc, qd, cs.h, yd, ld);
-      kattn::backward(tc, qd, yd, dyd, ld, cs.h, gd, false);
-      require_within("y device vs exact", dev_values(yd, tc), ex.y, ex.tol_y);
-      require_within("lse device vs exact", dev_values(ld, tc), ex.lse, ex.tol_lse);
-      require_within("dqkv device vs exact", dev_values(gd, tc), ex.dqkv, ex.tol_dqkv);
-      require_within("y device vs host", dev_values(yd, tc), ktest::values(yh), ex.tol_y, 2.0);
-      require_within("dqkv device vs host", dev_values(gd, tc), ktest::values(gh), ex.tol_dqkv, 2.0);
-
-      auto yd2 = Tensor<float>::empty(tc, dy.shape());
-      auto ld2 = Tensor<float>::empty(tc, {cs.b, cs.h, cs.t});
-      auto gd2 = Tensor<float>::empty(tc, qkv.shape());
-      kattn::forward(tc, qd, cs.h, yd2, ld2);
-      kattn::backward(tc, qd, yd, dyd, ld, cs.h, gd2, false);
-      CHECK(same_bits(yd, yd2, tc));
-      CHECK(same_bits(ld, ld2, tc));
-      CHECK(same_bits(gd, gd2, tc));
+      const auto d = run_device_twice(tc, qkv, dy, cs);
+      require_within("y device vs exact", dev_values(d.y, tc), ex.y, ex.tol_y);
+      require_within("lse device vs exact", dev_values(d.lse, tc), ex.lse, ex.tol_lse);
+      require_within("dqkv device vs exact", dev_values(d.dqkv, tc), ex.dqkv, ex.tol_dqkv);
+      require_within("y device vs host", dev_values(d.y, tc), ktest::values(yh), ex.tol_y, 2.0);
+      require_within("dqkv device vs host", dev_values(d.dqkv, tc), ktest::values(gh), ex.tol_dqkv, 2.0);
     }
 }
 
